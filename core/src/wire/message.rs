@@ -1,0 +1,193 @@
+//! LinkSocks message types (protocol 0x01). Field order and meaning follow the spec, section 2.
+
+use bytes::Bytes;
+
+use crate::ids::{ChannelId, InstanceId};
+
+/// Message type bytes.
+pub mod kind {
+    pub const AUTH: u8 = 0x01;
+    pub const AUTH_RESPONSE: u8 = 0x02;
+    pub const CONNECT: u8 = 0x03;
+    pub const DATA: u8 = 0x04;
+    pub const CONNECT_RESPONSE: u8 = 0x05;
+    pub const DISCONNECT: u8 = 0x06;
+    pub const CONNECTOR: u8 = 0x07;
+    pub const CONNECTOR_RESPONSE: u8 = 0x08;
+    pub const LOG: u8 = 0x09;
+    pub const PARTNERS: u8 = 0x0A;
+    pub const DIRECT_CAPABILITIES: u8 = 0x0B;
+    pub const DIRECT_RENDEZVOUS: u8 = 0x0C;
+    pub const DIRECT_STATUS: u8 = 0x0D;
+}
+
+/// Transport of a channel.
+#[derive(Copy, Clone, PartialEq, Eq, Hash, Debug)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+impl Protocol {
+    pub const fn to_byte(self) -> u8 {
+        match self {
+            Protocol::Tcp => 0x01,
+            Protocol::Udp => 0x02,
+        }
+    }
+}
+
+/// Compression of a Data payload.
+#[derive(Copy, Clone, PartialEq, Eq, Hash, Debug)]
+pub enum Compression {
+    None,
+    Gzip,
+}
+
+impl Compression {
+    pub const fn to_byte(self) -> u8 {
+        match self {
+            Compression::None => 0x00,
+            Compression::Gzip => 0x01,
+        }
+    }
+}
+
+/// What a Connector message asks for.
+#[derive(Copy, Clone, PartialEq, Eq, Hash, Debug)]
+pub enum ConnectorOp {
+    Add,
+    Remove,
+}
+
+impl ConnectorOp {
+    pub const fn to_byte(self) -> u8 {
+        match self {
+            ConnectorOp::Add => 0x01,
+            ConnectorOp::Remove => 0x02,
+        }
+    }
+}
+
+/// Auth (0x01): a client presenting its token, when it does not use the URL query.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Auth {
+    pub token: String,
+    pub reverse: bool,
+    pub instance: InstanceId,
+}
+
+/// Connect (0x03): open a channel. TCP carries the target; UDP carries none.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Connect {
+    pub protocol: Protocol,
+    pub channel: ChannelId,
+    /// `(host, port)` for TCP; `None` for UDP.
+    pub target: Option<(String, u16)>,
+}
+
+/// UDP trailer of a Data message. From the SOCKS side toward the dialling side `addr:port` is
+/// the destination; back, it is the source the datagram came from. `target_*` is empty in the
+/// older, shorter form of the trailer.
+#[derive(Clone, PartialEq, Eq, Debug, Default)]
+pub struct UdpTrailer {
+    pub addr: String,
+    pub port: u16,
+    pub target_addr: String,
+    pub target_port: u16,
+}
+
+/// Data (0x04). After decoding, `payload` is always the plain (inflated) bytes; `compression`
+/// says how it travelled.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Data {
+    pub protocol: Protocol,
+    pub channel: ChannelId,
+    pub compression: Compression,
+    pub payload: Bytes,
+    /// Present exactly when `protocol` is UDP.
+    pub udp: Option<UdpTrailer>,
+}
+
+/// One decoded LinkSocks message.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum Message {
+    Auth(Auth),
+    AuthResponse {
+        success: bool,
+        error: Option<String>,
+    },
+    Connect(Connect),
+    ConnectResponse {
+        success: bool,
+        channel: ChannelId,
+        error: Option<String>,
+    },
+    Data(Data),
+    Disconnect {
+        channel: ChannelId,
+        error: Option<String>,
+    },
+    Connector {
+        channel: ChannelId,
+        token: String,
+        op: ConnectorOp,
+    },
+    ConnectorResponse {
+        channel: ChannelId,
+        success: bool,
+        error: Option<String>,
+        token: Option<String>,
+    },
+    Log {
+        level: String,
+        msg: String,
+    },
+    Partners {
+        count: i64,
+    },
+    /// A direct-transport message (0x0B–0x0D) of the reference's peer-to-peer feature, which we
+    /// do not implement: recognised, surfaced, ignored.
+    DirectTransport {
+        kind: u8,
+    },
+}
+
+impl Message {
+    /// Name used in errors and logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Message::Auth(_) => "Auth",
+            Message::AuthResponse { .. } => "AuthResponse",
+            Message::Connect(_) => "Connect",
+            Message::ConnectResponse { .. } => "ConnectResponse",
+            Message::Data(_) => "Data",
+            Message::Disconnect { .. } => "Disconnect",
+            Message::Connector { .. } => "Connector",
+            Message::ConnectorResponse { .. } => "ConnectorResponse",
+            Message::Log { .. } => "Log",
+            Message::Partners { .. } => "Partners",
+            Message::DirectTransport { .. } => "DirectTransport",
+        }
+    }
+}
+
+/// Name of a type byte, for errors.
+pub fn kind_name(kind: u8) -> &'static str {
+    match kind {
+        kind::AUTH => "Auth",
+        kind::AUTH_RESPONSE => "AuthResponse",
+        kind::CONNECT => "Connect",
+        kind::DATA => "Data",
+        kind::CONNECT_RESPONSE => "ConnectResponse",
+        kind::DISCONNECT => "Disconnect",
+        kind::CONNECTOR => "Connector",
+        kind::CONNECTOR_RESPONSE => "ConnectorResponse",
+        kind::LOG => "Log",
+        kind::PARTNERS => "Partners",
+        kind::DIRECT_CAPABILITIES | kind::DIRECT_RENDEZVOUS | kind::DIRECT_STATUS => {
+            "DirectTransport"
+        }
+        _ => "unknown",
+    }
+}
