@@ -1,1 +1,124 @@
-//! placeholder
+//! The protocol machines: pure state, driven by the caller.
+//!
+//! Shape (after quinn-proto and str0m): the driver feeds inputs with `handle_*(now, ..)`,
+//! drains effects with [`Machine::poll_output`], and asks [`Machine::poll_timeout`] when to call
+//! [`Machine::handle_timeout`]. The machines never read a clock, never draw randomness they were
+//! not given, and never touch a socket; every socket is named by a handle the machine allocated
+//! ([`LinkId`], [`ConnId`], [`UdpId`], [`ListenerId`]) and the driver owns the real thing.
+//!
+//! - [`client::ClientMachine`]: the client role (forward client, reverse provider, connector).
+//! - [`server::ServerMachine`]: the server role (tokens, forward dialling, reverse SOCKS
+//!   listeners, connectors, autonomy).
+//! - [`plane`]: the data plane both roles share: links, local sockets, channels, SOCKS
+//!   front ends, dialling, flow control, timers.
+//! - [`channel`], [`batch`], [`flow`], [`timer`]: the pieces the data plane is made of.
+
+pub mod batch;
+pub mod channel;
+pub mod client;
+pub mod config;
+pub mod flow;
+pub mod output;
+pub mod plane;
+pub mod server;
+pub mod timer;
+
+use std::fmt;
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+
+use crate::time::Instant;
+
+pub use client::ClientMachine;
+pub use config::*;
+pub use output::{Event, Output};
+pub use server::ServerMachine;
+
+macro_rules! handle {
+    ($(#[$m:meta])* $name:ident, $prefix:literal) => {
+        $(#[$m])*
+        #[derive(Copy, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(pub u64);
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, concat!($prefix, "{}"), self.0)
+            }
+        }
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Debug::fmt(self, f)
+            }
+        }
+    };
+}
+
+handle!(
+    /// A WebSocket link to the peer.
+    LinkId,
+    "link#"
+);
+handle!(
+    /// A local TCP socket: an application on a SOCKS listener, or a target we dialled.
+    ConnId,
+    "conn#"
+);
+handle!(
+    /// A local UDP socket: a SOCKS UDP relay, or the socket a dialling side sends from.
+    UdpId,
+    "udp#"
+);
+handle!(
+    /// A SOCKS5 TCP listener.
+    ListenerId,
+    "listener#"
+);
+
+/// Inputs both roles take. The role types add their own (`ClientMachine::handle_link_opened`,
+/// `ServerMachine::handle_link_accept`, token management).
+pub trait Machine {
+    /// A binary WebSocket message arrived on `link`.
+    fn handle_link_message(&mut self, now: Instant, link: LinkId, frame: Bytes);
+    /// `link` is gone (closed by the peer, failed, or closed after [`Output::CloseLink`]).
+    fn handle_link_closed(&mut self, now: Instant, link: LinkId, reason: &str);
+    /// `bytes` of frames handed out for `link` were written to its socket.
+    fn handle_link_sent(&mut self, now: Instant, link: LinkId, bytes: usize);
+    /// A pong answered our ping on `link`.
+    fn handle_link_pong(&mut self, now: Instant, link: LinkId);
+
+    /// A listener the machine asked for is bound (or failed to bind).
+    fn handle_listener_bound(
+        &mut self,
+        now: Instant,
+        listener: ListenerId,
+        result: Result<SocketAddr, String>,
+    );
+    /// An application connected to a SOCKS listener. Returns the handle for the new socket.
+    fn handle_accept(
+        &mut self,
+        now: Instant,
+        listener: ListenerId,
+        peer: SocketAddr,
+        local: SocketAddr,
+    ) -> ConnId;
+    /// A dial asked for by [`Output::Dial`] finished.
+    fn handle_dial_result(&mut self, now: Instant, conn: ConnId, result: Result<(), String>);
+    /// Bytes were read from a local socket.
+    fn handle_conn_data(&mut self, now: Instant, conn: ConnId, data: Bytes);
+    /// A local socket reached EOF (`error` = None) or failed. The driver stops using it.
+    fn handle_conn_closed(&mut self, now: Instant, conn: ConnId, error: Option<&str>);
+    /// `bytes` handed out by [`Output::Write`] for `conn` were written to it.
+    fn handle_conn_written(&mut self, now: Instant, conn: ConnId, bytes: usize);
+
+    /// A UDP socket asked for by [`Output::BindUdp`] is bound (or failed).
+    fn handle_udp_bound(&mut self, now: Instant, udp: UdpId, result: Result<SocketAddr, String>);
+    /// A datagram arrived on a UDP socket.
+    fn handle_udp_datagram(&mut self, now: Instant, udp: UdpId, from: SocketAddr, data: Bytes);
+
+    /// Time passed: fire every deadline at or before `now`.
+    fn handle_timeout(&mut self, now: Instant);
+    /// The earliest instant at which [`Machine::handle_timeout`] must be called.
+    fn poll_timeout(&self) -> Option<Instant>;
+    /// Next effect to carry out, in order.
+    fn poll_output(&mut self) -> Option<Output>;
+}

@@ -63,7 +63,7 @@ pub fn decode(frame: Bytes, limits: &DecodeLimits) -> Result<Message, WireError>
             let success = r.u8("success")? != 0;
             // The error text is optional on the wire even on failure.
             let error = if !success && r.remaining() > 0 {
-                Some(r.short_text("error")?)
+                r.opt_text("error")?
             } else {
                 None
             };
@@ -90,7 +90,7 @@ pub fn decode(frame: Bytes, limits: &DecodeLimits) -> Result<Message, WireError>
             let success = r.u8("success")? != 0;
             let channel = ChannelId(r.id("channel id")?);
             let error = if !success && r.remaining() > 0 {
-                Some(r.short_text("error")?)
+                r.opt_text("error")?
             } else {
                 None
             };
@@ -150,7 +150,7 @@ pub fn decode(frame: Bytes, limits: &DecodeLimits) -> Result<Message, WireError>
         kind::DISCONNECT => {
             let channel = ChannelId(r.id("channel id")?);
             let error = if r.remaining() > 0 {
-                Some(r.short_text("error")?)
+                r.opt_text("error")?
             } else {
                 None
             };
@@ -177,13 +177,15 @@ pub fn decode(frame: Bytes, limits: &DecodeLimits) -> Result<Message, WireError>
             let success = r.u8("success")? != 0;
             let (error, token) = if !success {
                 let e = if r.remaining() > 0 {
-                    Some(r.short_text("error")?)
+                    r.opt_text("error")?
                 } else {
                     None
                 };
                 (e, None)
             } else if r.remaining() > 0 {
-                (None, Some(r.short_str("token")?))
+                let token = r.short_str("token")?;
+                // A zero-length token is "no token", as the encoder writes it.
+                (None, (!token.is_empty()).then_some(token))
             } else {
                 (None, None)
             };
@@ -209,9 +211,7 @@ pub fn decode(frame: Bytes, limits: &DecodeLimits) -> Result<Message, WireError>
             })?;
             Message::Partners { count }
         }
-        kind::DIRECT_CAPABILITIES | kind::DIRECT_RENDEZVOUS | kind::DIRECT_STATUS => {
-            Message::DirectTransport { kind: kind_byte }
-        }
+        kind::DIRECT_CAPABILITIES..=kind::CHANNEL_DATA_ACK => Message::DirectTransport { kind: kind_byte },
         other => return Err(WireError::UnknownType(other)),
     };
     Ok(msg)
@@ -318,9 +318,21 @@ impl Reader<'_> {
     }
 
     /// A length-prefixed human text (error messages): invalid UTF-8 is replaced, not refused.
+    /// Replacement characters are three bytes each, so the result is cut back to 255 bytes at a
+    /// character boundary: a decoded message must always be encodable again.
     fn short_text(&mut self, field: &'static str) -> Result<String, WireError> {
         let b = self.short_bytes(field)?;
-        Ok(String::from_utf8_lossy(b).into_owned())
+        Ok(match String::from_utf8_lossy(b) {
+            std::borrow::Cow::Borrowed(s) => s.to_owned(),
+            std::borrow::Cow::Owned(s) => super::encode::clip_text(&s).to_owned(),
+        })
+    }
+
+    /// An optional error text: a zero-length text means "no error text" (`None`), which is how
+    /// the encoder writes `None`, so that decode and encode agree.
+    fn opt_text(&mut self, field: &'static str) -> Result<Option<String>, WireError> {
+        let s = self.short_text(field)?;
+        Ok((!s.is_empty()).then_some(s))
     }
 
     fn json_body(&mut self) -> Result<serde_json::Value, WireError> {

@@ -145,9 +145,33 @@ pub fn encode_to_bytes(msg: &Message) -> Result<Bytes, WireError> {
 }
 
 fn encode_data(d: &Data, dst: &mut BytesMut) -> Result<(), WireError> {
-    if let Some(t) = &d.udp {
-        check_short("Data", "address", &t.addr)?;
-        check_short("Data", "target address", &t.target_addr)?;
+    match (d.protocol, &d.udp) {
+        (Protocol::Udp, Some(t)) => {
+            check_short("Data", "address", &t.addr)?;
+            check_short("Data", "target address", &t.target_addr)?;
+        }
+        (Protocol::Tcp, None) => {}
+        // Either would give a frame that does not decode back to this message: a UDP frame
+        // without its trailer is truncated, a TCP frame's trailer is ignored.
+        (Protocol::Udp, None) => {
+            return Err(WireError::Invalid {
+                message: "Data",
+                field: "UDP trailer",
+                reason: "a UDP Data message needs its address trailer",
+            })
+        }
+        (Protocol::Tcp, Some(_)) => {
+            return Err(WireError::Invalid {
+                message: "Data",
+                field: "UDP trailer",
+                reason: "a TCP Data message carries no address trailer",
+            })
+        }
+    }
+    if d.compression == Compression::None && u32::try_from(d.payload.len()).is_err() {
+        return Err(WireError::PayloadTooLong {
+            len: d.payload.len(),
+        });
     }
     let start = dst.len();
     dst.reserve(DATA_HEADER_LEN + d.payload.len());
@@ -157,7 +181,14 @@ fn encode_data(d: &Data, dst: &mut BytesMut) -> Result<(), WireError> {
         Compression::Gzip => gzip::compress_into(&d.payload, dst),
     }
     let len = dst.len() - start - DATA_HEADER_LEN;
-    let len = u32::try_from(len).map_err(|_| WireError::PayloadTooLong { len })?;
+    let len = match u32::try_from(len) {
+        Ok(len) => len,
+        Err(_) => {
+            // Leave `dst` as it was: no half-written frame.
+            dst.truncate(start);
+            return Err(WireError::PayloadTooLong { len });
+        }
+    };
     encode_data_header(
         &mut dst[start..start + DATA_HEADER_LEN],
         d.protocol,

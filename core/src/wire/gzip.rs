@@ -33,7 +33,9 @@ pub fn compress(plain: &[u8]) -> Bytes {
 /// Inflate a gzip payload, refusing to produce more than `limit` bytes.
 pub fn decompress(gz: &[u8], limit: usize) -> Result<Bytes, WireError> {
     let mut out = Vec::with_capacity(gz.len().saturating_mul(2).min(limit).min(1 << 20));
-    let mut dec = MultiGzDecoder::new(gz).take(limit as u64 + 1);
+    // One byte past the limit tells "exactly the limit" from "more". Saturating: a limit of
+    // `usize::MAX` ("unbounded") must not wrap to a take of zero bytes.
+    let mut dec = MultiGzDecoder::new(gz).take((limit as u64).saturating_add(1));
     dec.read_to_end(&mut out)
         .map_err(|e| WireError::Gzip(e.to_string()))?;
     if out.len() > limit {

@@ -19,6 +19,10 @@ pub mod kind {
     pub const DIRECT_CAPABILITIES: u8 = 0x0B;
     pub const DIRECT_RENDEZVOUS: u8 = 0x0C;
     pub const DIRECT_STATUS: u8 = 0x0D;
+    /// 0x0E..=0x11: the reference's channel-migration messages (direct transport), never sent
+    /// to a relay-only peer; known and ignored.
+    pub const CHANNEL_BIND: u8 = 0x0E;
+    pub const CHANNEL_DATA_ACK: u8 = 0x11;
 }
 
 /// Transport of a channel.
@@ -146,8 +150,9 @@ pub enum Message {
     Partners {
         count: i64,
     },
-    /// A direct-transport message (0x0B–0x0D) of the reference's peer-to-peer feature, which we
-    /// do not implement: recognised, surfaced, ignored.
+    /// A direct-transport message (0x0B–0x11: capabilities, rendezvous, status, channel
+    /// migration) of the reference's peer-to-peer feature, which we do not implement:
+    /// recognised, surfaced, ignored.
     DirectTransport {
         kind: u8,
     },
@@ -185,9 +190,7 @@ pub fn kind_name(kind: u8) -> &'static str {
         kind::CONNECTOR_RESPONSE => "ConnectorResponse",
         kind::LOG => "Log",
         kind::PARTNERS => "Partners",
-        kind::DIRECT_CAPABILITIES | kind::DIRECT_RENDEZVOUS | kind::DIRECT_STATUS => {
-            "DirectTransport"
-        }
+        kind::DIRECT_CAPABILITIES..=kind::CHANNEL_DATA_ACK => "DirectTransport",
         _ => "unknown",
     }
 }

@@ -1,0 +1,524 @@
+//! The client role: a forward client or connector (SOCKS5 here, the server side dials) or a
+//! reverse provider (we dial for the server's SOCKS5 users). One machine drives all of the
+//! client's WebSocket links (`threads`), their authentication and reconnection.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+use tracing::{debug, info, warn};
+
+use super::config::{ClientConfig, ClientRole};
+use super::output::{Event, Output};
+use super::plane::{Plane, Routed, SocksRequest, Timer};
+use super::{ConnId, LinkId, ListenerId, Machine, UdpId};
+use crate::ids::{ChannelId, IdSource};
+use crate::socks::Reply;
+use crate::time::Instant;
+use crate::wire::{Auth, ConnectorOp, Message};
+
+/// Token a client without one presents.
+pub const ANONYMOUS: &str = "anonymous";
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum LinkPhase {
+    /// WebSocket handshake running.
+    Opening,
+    /// Waiting for AuthResponse.
+    Authenticating,
+    Ready,
+}
+
+struct Slot {
+    link: Option<LinkId>,
+    phase: LinkPhase,
+    /// Delay before the next reconnect attempt of this slot.
+    delay: Duration,
+}
+
+/// The client machine.
+pub struct ClientMachine {
+    cfg: ClientConfig,
+    plane: Plane,
+    /// One slot per WebSocket link (`threads`).
+    slots: Vec<Slot>,
+    slot_of: HashMap<LinkId, usize>,
+    /// The URL to open, query included.
+    url: String,
+    /// Authenticate with an Auth message (URL path other than /socket) rather than the query.
+    auth_message: bool,
+    listener: Option<ListenerId>,
+    /// SOCKS requests waiting for a ready link.
+    waiting: VecDeque<ConnId>,
+    next_link: usize,
+    /// Request id of our pending Connector add (autonomy).
+    connector_request: Option<ChannelId>,
+    /// The connector token the server confirmed, re-added after each reconnect.
+    connector_token: Option<String>,
+    stopped: bool,
+}
+
+/// What the URL the user gave becomes: scheme ws/wss, empty path `/socket`.
+pub fn normalize_url(url: &str) -> Result<String, String> {
+    let url = url.trim();
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| format!("invalid server URL {url:?}: expected ws://, wss://, http:// or https://"))?;
+    let scheme = match scheme.to_ascii_lowercase().as_str() {
+        "ws" | "http" => "ws",
+        "wss" | "https" => "wss",
+        other => return Err(format!("invalid server URL {url:?}: unsupported scheme {other:?}")),
+    };
+    let (authority, path_query) = match rest.find(['/', '?']) {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, ""),
+    };
+    if authority.is_empty() {
+        return Err(format!("invalid server URL {url:?}: no host"));
+    }
+    let (path, query) = match path_query.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (path_query, None),
+    };
+    let path = if path.is_empty() || path == "/" {
+        "/socket"
+    } else {
+        path
+    };
+    Ok(match query {
+        Some(q) if !q.is_empty() => format!("{scheme}://{authority}{path}?{q}"),
+        _ => format!("{scheme}://{authority}{path}"),
+    })
+}
+
+/// Lowercase hex SHA-256 of a token, as the URL-query authentication carries it.
+pub fn token_hash(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+impl ClientMachine {
+    /// A client. Call [`ClientMachine::start`] to open its links. Fails on a URL that cannot be
+    /// used.
+    pub fn new(cfg: ClientConfig, ids: Box<dyn IdSource>, now: Instant) -> Result<Self, String> {
+        let base = normalize_url(&cfg.url)?;
+        let token = cfg.token.clone().unwrap_or_else(|| ANONYMOUS.to_string());
+        let path = base
+            .split_once("://")
+            .map(|(_, r)| r)
+            .and_then(|r| r.find('/').map(|i| &r[i..]))
+            .unwrap_or("/socket");
+        let path_only = path.split('?').next().unwrap_or(path);
+        let auth_message = path_only != "/socket";
+        let url = if auth_message {
+            base
+        } else {
+            let sep = if base.contains('?') { '&' } else { '?' };
+            format!(
+                "{base}{sep}token={}&reverse={}&instance={}",
+                token_hash(&token),
+                cfg.role == ClientRole::Provider,
+                cfg.instance
+            )
+        };
+        let slots = (0..cfg.threads.max(1))
+            .map(|_| Slot {
+                link: None,
+                phase: LinkPhase::Opening,
+                delay: cfg.timings.reconnect_delay,
+            })
+            .collect();
+        let plane = Plane::new(
+            cfg.data.clone(),
+            cfg.timings.clone(),
+            cfg.fast_open,
+            ids,
+            now,
+        );
+        Ok(ClientMachine {
+            connector_token: cfg.connector_token.clone(),
+            cfg,
+            plane,
+            slots,
+            slot_of: HashMap::new(),
+            url,
+            auth_message,
+            listener: None,
+            waiting: VecDeque::new(),
+            next_link: 0,
+            connector_request: None,
+            stopped: false,
+        })
+    }
+
+    /// Open the links (and the SOCKS listener at once with `socks_no_wait`).
+    pub fn start(&mut self, _now: Instant) {
+        for slot in 0..self.slots.len() {
+            self.open_slot(slot);
+        }
+        if self.cfg.socks_no_wait {
+            self.start_listener();
+        }
+    }
+
+    /// The URL links are opened with (token hash in the query when that is how we authenticate).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The data plane, for counters and invariants.
+    pub fn plane(&self) -> &Plane {
+        &self.plane
+    }
+
+    /// Stop: end every channel, close links and the listener; no reconnection afterwards.
+    pub fn close(&mut self, now: Instant) {
+        self.stopped = true;
+        for slot in &self.slots {
+            if let Some(link) = slot.link {
+                self.plane.timers.cancel(Timer::Reconnect(link));
+            }
+        }
+        while let Some(conn) = self.waiting.pop_front() {
+            self.plane.fail_socks(conn, Reply::GeneralFailure);
+        }
+        self.plane.shutdown(now);
+        self.listener = None;
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        self.stopped
+    }
+
+    fn open_slot(&mut self, slot: usize) {
+        let link = self.plane.new_link_id();
+        self.plane.add_link(link);
+        self.slots[slot].link = Some(link);
+        self.slots[slot].phase = LinkPhase::Opening;
+        self.slot_of.insert(link, slot);
+        self.plane.emit(Output::OpenLink {
+            link,
+            url: self.url.clone(),
+        });
+    }
+
+    fn start_listener(&mut self) {
+        if self.listener.is_some() || self.cfg.role != ClientRole::Forward {
+            return;
+        }
+        if let Some(socks) = self.cfg.socks.clone() {
+            self.listener = Some(self.plane.listen(socks, String::new()));
+        }
+    }
+
+    /// The WebSocket handshake of `link` completed.
+    pub fn handle_link_opened(&mut self, _now: Instant, link: LinkId) {
+        let Some(&slot) = self.slot_of.get(&link) else {
+            return;
+        };
+        self.slots[slot].phase = LinkPhase::Authenticating;
+        if self.auth_message {
+            let token = self.cfg.token.clone().unwrap_or_else(|| ANONYMOUS.into());
+            self.plane.send(
+                link,
+                &Message::Auth(Auth {
+                    token,
+                    reverse: self.cfg.role == ClientRole::Provider,
+                    instance: self.cfg.instance,
+                }),
+            );
+        }
+    }
+
+    fn ready_links(&self) -> Vec<LinkId> {
+        self.slots
+            .iter()
+            .filter(|s| s.phase == LinkPhase::Ready)
+            .filter_map(|s| s.link)
+            .collect()
+    }
+
+    fn pick_link(&mut self) -> Option<LinkId> {
+        let ready = self.ready_links();
+        if ready.is_empty() {
+            return None;
+        }
+        self.next_link = (self.next_link + 1) % ready.len();
+        Some(ready[self.next_link])
+    }
+
+    fn route(&mut self, now: Instant, req: SocksRequest) {
+        match self.pick_link() {
+            Some(link) => self.plane.start_socks_channel(now, req.conn, link),
+            None => {
+                self.waiting.push_back(req.conn);
+                self.plane
+                    .timers
+                    .set(Timer::Conn(req.conn), now + self.cfg.timings.link_wait);
+            }
+        }
+    }
+
+    fn serve_waiting(&mut self, now: Instant) {
+        while let Some(conn) = self.waiting.pop_front() {
+            if !self.plane.is_waiting(conn) {
+                continue;
+            }
+            match self.pick_link() {
+                Some(link) => self.plane.start_socks_channel(now, conn, link),
+                None => {
+                    self.waiting.push_front(conn);
+                    break;
+                }
+            }
+        }
+    }
+
+    fn on_auth_response(&mut self, now: Instant, link: LinkId, success: bool, error: Option<String>) {
+        let Some(&slot) = self.slot_of.get(&link) else {
+            return;
+        };
+        if self.slots[slot].phase != LinkPhase::Authenticating {
+            return;
+        }
+        if success {
+            self.slots[slot].phase = LinkPhase::Ready;
+            self.slots[slot].delay = self.cfg.timings.reconnect_delay;
+            self.plane.set_link_ready(now, link);
+            info!(%link, "authenticated with the server");
+            self.start_listener();
+            if self.cfg.role == ClientRole::Provider {
+                if let Some(token) = self.connector_token.clone() {
+                    let request = ChannelId::random(self.plane.ids.as_mut());
+                    self.connector_request = Some(request);
+                    self.plane.send(
+                        link,
+                        &Message::Connector {
+                            channel: request,
+                            token,
+                            op: ConnectorOp::Add,
+                        },
+                    );
+                }
+            }
+            self.serve_waiting(now);
+            return;
+        }
+        let reason = error.unwrap_or_else(|| "invalid token".into());
+        if self.cfg.retry_auth && !self.stopped {
+            warn!(%link, %reason, "authentication failed; retrying");
+            self.plane.emit(Output::CloseLink { link });
+            return;
+        }
+        self.fatal(now, format!("authentication failed: {reason}"));
+    }
+
+    fn fatal(&mut self, now: Instant, reason: String) {
+        if self.stopped {
+            return;
+        }
+        self.close(now);
+        self.plane.event(Event::Fatal { reason });
+    }
+
+    fn on_control(&mut self, now: Instant, link: LinkId, msg: Message) {
+        match msg {
+            Message::AuthResponse { success, error } => self.on_auth_response(now, link, success, error),
+            Message::Partners { count } => self.plane.event(Event::Partners { count }),
+            Message::Log { level, msg } => self.plane.event(Event::PeerLog { level, msg }),
+            Message::ConnectorResponse {
+                channel,
+                success,
+                error,
+                token,
+            } => {
+                if self.connector_request != Some(channel) {
+                    return;
+                }
+                self.connector_request = None;
+                if success {
+                    let token = token.or_else(|| self.connector_token.clone()).unwrap_or_default();
+                    self.connector_token = Some(token.clone());
+                    self.plane.event(Event::ConnectorToken { token });
+                } else {
+                    let reason = error.unwrap_or_default();
+                    warn!(%link, %reason, "the server refused our connector token");
+                }
+            }
+            Message::DirectTransport { .. } => {
+                debug!(%link, "direct-transport message ignored (not supported)");
+            }
+            other => debug!(%link, "unexpected {} from the server ignored", other.name()),
+        }
+    }
+
+    fn slot_lost(&mut self, now: Instant, link: LinkId) {
+        let Some(slot) = self.slot_of.remove(&link) else {
+            return;
+        };
+        let was_ready = self.slots[slot].phase == LinkPhase::Ready;
+        self.slots[slot].link = None;
+        if self.stopped {
+            return;
+        }
+        if !self.cfg.reconnect {
+            if self.slots.iter().all(|s| s.link.is_none()) {
+                self.fatal(now, "connection to the server lost (reconnect disabled)".into());
+            }
+            return;
+        }
+        let delay = self.slots[slot].delay;
+        if !was_ready {
+            // Failed attempts back off; a link that was up retries at the base delay.
+            let next = delay.mul_f64(self.cfg.timings.reconnect_factor);
+            self.slots[slot].delay = next.min(self.cfg.timings.reconnect_max);
+        }
+        // The slot is named by its lost link until the timer opens a new one.
+        self.slots[slot].link = Some(link);
+        self.slots[slot].phase = LinkPhase::Opening;
+        self.slot_of.insert(link, slot);
+        self.plane.timers.set(Timer::Reconnect(link), now + delay);
+        debug!(%link, ?delay, "reconnecting");
+    }
+}
+
+impl Machine for ClientMachine {
+    fn handle_link_message(&mut self, now: Instant, link: LinkId, frame: Bytes) {
+        if !self.plane.links.contains_key(&link) {
+            return;
+        }
+        match self.plane.link_frame(now, link, frame) {
+            Routed::Done => {}
+            Routed::Control(msg) => self.on_control(now, link, msg),
+            Routed::Connect(c) => {
+                let ready = self
+                    .slot_of
+                    .get(&link)
+                    .is_some_and(|s| self.slots[*s].phase == LinkPhase::Ready);
+                if self.cfg.role == ClientRole::Provider && ready {
+                    self.plane.dial(now, link, c);
+                } else {
+                    self.plane
+                        .refuse_connect(link, c.channel, "this client does not accept connections");
+                }
+            }
+        }
+    }
+
+    fn handle_link_closed(&mut self, now: Instant, link: LinkId, reason: &str) {
+        if !self.plane.links.contains_key(&link) {
+            return;
+        }
+        debug!(%link, %reason, "link closed");
+        self.plane.remove_link(now, link, "connection to the server lost");
+        self.slot_lost(now, link);
+    }
+
+    fn handle_link_sent(&mut self, now: Instant, link: LinkId, bytes: usize) {
+        self.plane.link_sent(now, link, bytes);
+    }
+
+    fn handle_link_pong(&mut self, _now: Instant, link: LinkId) {
+        self.plane.link_alive(link);
+    }
+
+    fn handle_listener_bound(&mut self, now: Instant, listener: ListenerId, result: Result<SocketAddr, String>) {
+        self.plane.listener_bound(listener, &result);
+        if let Err(e) = result {
+            if self.listener == Some(listener) {
+                let addr = self
+                    .cfg
+                    .socks
+                    .as_ref()
+                    .map(|s| format!("{}:{}", s.host, s.port))
+                    .unwrap_or_default();
+                self.fatal(now, format!("cannot listen for SOCKS5 on {addr}: {e}"));
+            }
+        }
+    }
+
+    fn handle_accept(&mut self, now: Instant, listener: ListenerId, peer: SocketAddr, local: SocketAddr) -> ConnId {
+        self.plane.accept(now, listener, peer, local)
+    }
+
+    fn handle_dial_result(&mut self, now: Instant, conn: ConnId, result: Result<(), String>) {
+        self.plane.dial_result(now, conn, result);
+    }
+
+    fn handle_conn_data(&mut self, now: Instant, conn: ConnId, data: Bytes) {
+        if let Some(req) = self.plane.conn_data(now, conn, data) {
+            self.route(now, req);
+        }
+    }
+
+    fn handle_conn_closed(&mut self, now: Instant, conn: ConnId, error: Option<&str>) {
+        self.plane.conn_closed(now, conn, error);
+    }
+
+    fn handle_conn_written(&mut self, _now: Instant, conn: ConnId, bytes: usize) {
+        self.plane.conn_written(conn, bytes);
+    }
+
+    fn handle_udp_bound(&mut self, now: Instant, udp: UdpId, result: Result<SocketAddr, String>) {
+        self.plane.udp_bound(now, udp, result);
+    }
+
+    fn handle_udp_datagram(&mut self, now: Instant, udp: UdpId, from: SocketAddr, data: Bytes) {
+        self.plane.udp_datagram(now, udp, from, data);
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        while let Some(timer) = self.plane.timers.pop_due(now) {
+            match timer {
+                Timer::Reconnect(old) => {
+                    let Some(slot) = self.slot_of.remove(&old) else {
+                        continue;
+                    };
+                    if self.stopped {
+                        continue;
+                    }
+                    self.plane.stats.reconnects += 1;
+                    self.open_slot(slot);
+                }
+                Timer::Conn(conn) => {
+                    if self.plane.conn_deadline(conn) {
+                        self.waiting.retain(|c| *c != conn);
+                        self.plane.fail_socks(conn, Reply::NetworkUnreachable);
+                    }
+                }
+                other => self.plane.fire(now, other),
+            }
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.plane.timers.next()
+    }
+
+    fn poll_output(&mut self) -> Option<Output> {
+        self.plane.out.pop_front()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_normalized() {
+        assert_eq!(normalize_url("http://h:1").unwrap(), "ws://h:1/socket");
+        assert_eq!(normalize_url("https://h/").unwrap(), "wss://h/socket");
+        assert_eq!(normalize_url("ws://h/x?a=1").unwrap(), "ws://h/x?a=1");
+        assert!(normalize_url("h:1").is_err());
+        assert!(normalize_url("ftp://h").is_err());
+    }
+
+    #[test]
+    fn token_hash_is_sha256_hex() {
+        assert_eq!(
+            token_hash("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+}

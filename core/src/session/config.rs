@@ -1,0 +1,200 @@
+//! Settings of the machines, with the reference's defaults (spec section 8).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::ids::InstanceId;
+use crate::socks::Credentials;
+
+/// Timers, all from the spec unless noted.
+#[derive(Clone, Debug)]
+pub struct Timings {
+    /// A dial (or the far side's ConnectResponse) must finish within this.
+    pub connect_timeout: Duration,
+    /// FastOpen: a channel with no ConnectResponse after `connect_timeout + fast_open_grace`
+    /// is closed.
+    pub fast_open_grace: Duration,
+    /// Idle channels are removed after this ...
+    pub idle_timeout: Duration,
+    /// ... by a sweep that runs this often.
+    pub cleaner_interval: Duration,
+    /// First reconnect delay; multiplied by `reconnect_factor` per failure, capped.
+    pub reconnect_delay: Duration,
+    pub reconnect_factor: f64,
+    pub reconnect_max: Duration,
+    /// Liveness: a ping every `ping_interval`, the link is dead without a pong in `ping_timeout`.
+    pub ping_interval: Duration,
+    pub ping_timeout: Duration,
+    /// Reverse mode: how long a SOCKS request waits for a provider before reply 0x03.
+    pub provider_wait: Duration,
+    /// Agent mode: how long a connector's Connect waits for a provider.
+    pub connector_wait_provider: Duration,
+    /// A SOCKS request on a client whose links are all down waits this long for one.
+    pub link_wait: Duration,
+    /// An application must finish its SOCKS5 handshake within this (slow-loris guard).
+    pub handshake_timeout: Duration,
+}
+
+impl Default for Timings {
+    fn default() -> Self {
+        Timings {
+            connect_timeout: Duration::from_secs(10),
+            fast_open_grace: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(12 * 3600),
+            cleaner_interval: Duration::from_secs(60),
+            reconnect_delay: Duration::from_secs(1),
+            reconnect_factor: 1.5,
+            reconnect_max: Duration::from_secs(600),
+            ping_interval: Duration::from_secs(30),
+            ping_timeout: Duration::from_secs(10),
+            provider_wait: Duration::from_secs(10),
+            connector_wait_provider: Duration::from_secs(5),
+            link_wait: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// How Data messages are cut from what local sockets deliver.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BatchPolicy {
+    /// Ours: send at once while the link keeps up (no added latency for interactive traffic);
+    /// while frames are queued on the link, coalesce small reads into one message, bounded by
+    /// `max_delay` and `max_batch`.
+    LinkPaced,
+    /// The reference's SendManager: a rate-driven delay of 0 or 20..500 ms.
+    Adaptive,
+    /// Every read is a message at once.
+    Immediate,
+}
+
+/// Data-path settings.
+#[derive(Clone, Debug)]
+pub struct DataConfig {
+    pub batch: BatchPolicy,
+    /// Longest a small read may wait for company (LinkPaced).
+    pub max_delay: Duration,
+    /// A batch this large is sent at once; also the reference's "buffer full".
+    pub max_batch: usize,
+    /// Data payloads at or over this size are gzip candidates (spec default 512 KiB).
+    pub compression_threshold: usize,
+    /// Skip gzip for payloads a sample shows to be incompressible (the wire is the same).
+    pub compression_sampling: bool,
+    /// Stop reading local sockets of a link whose unsent frames exceed this many bytes.
+    pub link_high_water: usize,
+    /// Resume them when it drains below this.
+    pub link_low_water: usize,
+    /// Stop reading a link when a local socket has this many unwritten bytes queued.
+    pub conn_high_water: usize,
+    pub conn_low_water: usize,
+    /// Largest inflated gzip payload accepted.
+    pub max_inflated: usize,
+    /// UDP datagrams for a link with more than this queued are dropped (UDP is lossy anyway;
+    /// memory is not).
+    pub udp_drop_water: usize,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        DataConfig {
+            batch: BatchPolicy::LinkPaced,
+            max_delay: Duration::from_millis(1),
+            max_batch: 64 << 10,
+            compression_threshold: crate::wire::DEFAULT_COMPRESSION_THRESHOLD,
+            compression_sampling: true,
+            link_high_water: 4 << 20,
+            link_low_water: 1 << 20,
+            conn_high_water: 1 << 20,
+            conn_low_water: 256 << 10,
+            max_inflated: crate::wire::MAX_MESSAGE_SIZE,
+            udp_drop_water: 16 << 20,
+        }
+    }
+}
+
+/// A SOCKS5 listener to run.
+#[derive(Clone, Debug)]
+pub struct SocksListen {
+    pub host: String,
+    pub port: u16,
+    pub credentials: Option<Arc<Credentials>>,
+}
+
+/// Which client this is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientRole {
+    /// SOCKS5 here, the server dials (also a connector: same wire, a connector token).
+    Forward,
+    /// Reverse provider: the server's SOCKS5 users reach targets through us.
+    Provider,
+}
+
+/// Client settings.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// Server URL as the user gave it (`ws://`, `wss://`, `http(s)://`; empty path = /socket).
+    pub url: String,
+    /// Our token; `None` presents the literal `anonymous`.
+    pub token: Option<String>,
+    pub role: ClientRole,
+    /// Forward / connector: the local SOCKS5 listener.
+    pub socks: Option<SocksListen>,
+    /// Start the SOCKS listener before the first link is authenticated.
+    pub socks_no_wait: bool,
+    /// Provider in autonomy mode: connector token to register (empty string = let the server
+    /// generate one).
+    pub connector_token: Option<String>,
+    /// WebSocket links to open.
+    pub threads: usize,
+    pub reconnect: bool,
+    /// Keep retrying after the server refused the token.
+    pub retry_auth: bool,
+    pub fast_open: bool,
+    pub instance: InstanceId,
+    pub timings: Timings,
+    pub data: DataConfig,
+}
+
+impl ClientConfig {
+    pub fn new(url: impl Into<String>, token: Option<String>, role: ClientRole) -> Self {
+        ClientConfig {
+            url: url.into(),
+            token,
+            role,
+            socks: None,
+            socks_no_wait: false,
+            connector_token: None,
+            threads: 1,
+            reconnect: true,
+            retry_auth: false,
+            fast_open: false,
+            instance: InstanceId::default(),
+            timings: Timings::default(),
+            data: DataConfig::default(),
+        }
+    }
+}
+
+/// Server settings. Tokens are added with the `ServerMachine` token methods.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Providers may add their own connector tokens (`-a`).
+    pub connector_autonomy: bool,
+    /// Open reverse SOCKS listeners at once, not at the first provider.
+    pub socks_nowait: bool,
+    pub fast_open: bool,
+    pub timings: Timings,
+    pub data: DataConfig,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            connector_autonomy: false,
+            socks_nowait: false,
+            fast_open: false,
+            timings: Timings::default(),
+            data: DataConfig::default(),
+        }
+    }
+}

@@ -1,0 +1,89 @@
+//! What the machines ask the driver to do.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::{ConnId, LinkId, ListenerId, UdpId};
+use crate::addr::TargetAddr;
+
+/// One effect for the driver to carry out. Effects on the same socket must be carried out in
+/// the order they were polled (a `Write` before a `Close` is written before the close).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Client role: open a WebSocket link to `url` (ws:// or wss://, query included). Report
+    /// the outcome with `ClientMachine::handle_link_opened` or `Machine::handle_link_closed`.
+    OpenLink { link: LinkId, url: String },
+    /// Send one binary WebSocket message. Report it written with `handle_link_sent(frame.len())`.
+    Transmit { link: LinkId, frame: Bytes },
+    /// Send a WebSocket ping; report the pong with `handle_link_pong`.
+    Ping { link: LinkId },
+    /// Close the link once the frames already handed out are written.
+    CloseLink { link: LinkId },
+    /// Stop reading messages from the link (a local writer is slow); `ResumeLink` undoes it.
+    PauseLink { link: LinkId },
+    ResumeLink { link: LinkId },
+
+    /// Open a SOCKS5 TCP listener; report with `handle_listener_bound`, then each accepted
+    /// socket with `handle_accept`.
+    Listen {
+        listener: ListenerId,
+        host: String,
+        port: u16,
+    },
+    /// Close a listener (sockets already accepted stay).
+    Unlisten { listener: ListenerId },
+
+    /// Connect a TCP socket to `target` (resolving a domain name here, on the dialling side);
+    /// give up after `timeout`. Report with `handle_dial_result`, then read it like any socket.
+    Dial {
+        conn: ConnId,
+        target: TargetAddr,
+        timeout: Duration,
+    },
+    /// Write bytes to a local socket; report progress with `handle_conn_written`.
+    Write { conn: ConnId, data: Bytes },
+    /// Stop reading from a local socket until `ResumeRead` (backpressure: the link is full).
+    PauseRead { conn: ConnId },
+    ResumeRead { conn: ConnId },
+    /// Close a local socket after the writes already handed out. `abort` asks for a reset
+    /// (SO_LINGER 0) so the application sees an error rather than a clean end of stream.
+    Close { conn: ConnId, abort: bool },
+
+    /// Bind a UDP socket on `addr` (port 0 = any). `None`: any address of either family, for a
+    /// dialling side that may send to IPv4 and IPv6 destinations.
+    BindUdp {
+        udp: UdpId,
+        addr: Option<SocketAddr>,
+    },
+    /// Send one datagram (resolving a domain name here).
+    SendUdp {
+        udp: UdpId,
+        to: TargetAddr,
+        data: Bytes,
+    },
+    CloseUdp { udp: UdpId },
+
+    /// Something the driver or the user should know about.
+    Event(Event),
+}
+
+/// Notable events. Routine diagnostics go to `tracing` directly; these are the ones a driver
+/// acts on or a user wants to see once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A link authenticated.
+    LinkReady { link: LinkId },
+    /// A listener is serving.
+    Listening { listener: ListenerId, addr: SocketAddr },
+    /// The peer sent a Log message.
+    PeerLog { level: String, msg: String },
+    /// The peer says how many partners (providers or connectors) share our token.
+    Partners { count: i64 },
+    /// A connector token is registered for us (autonomy mode), generated or as asked.
+    ConnectorToken { token: String },
+    /// The machine cannot go on (e.g. the server refused our token and retrying is off, or the
+    /// link is lost with reconnection disabled). The driver should stop with this message.
+    Fatal { reason: String },
+}

@@ -1,0 +1,783 @@
+//! The server role: the token table, authentication of links, forward dialling, reverse SOCKS5
+//! listeners served by providers (round robin), connectors relayed to providers (agent mode),
+//! and providers managing their own connector tokens (autonomy).
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use tracing::{debug, info};
+
+use super::client::token_hash;
+use super::config::{ServerConfig, SocksListen};
+use super::output::Output;
+use super::plane::{Plane, Routed, SocksRequest, Timer};
+use super::{ConnId, LinkId, ListenerId, Machine, UdpId};
+use crate::ids::{IdSource, InstanceId};
+use crate::socks::Reply;
+use crate::time::Instant;
+use crate::wire::{Connect, ConnectorOp, Message};
+
+/// Why a token operation was refused. The texts are the reference API's error strings.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("token already exists")]
+    Exists,
+    #[error("connector token already exists")]
+    ConnectorExists,
+    #[error("token not found")]
+    NotFound,
+    #[error("reverse_token is required for connector token")]
+    NoReverseToken,
+    #[error("reverse token not found")]
+    ReverseNotFound,
+    #[error("'anonymous' is reserved and cannot be used as a token")]
+    Anonymous,
+    #[error("token is longer than 255 bytes")]
+    TooLong,
+    #[error("token must not be empty")]
+    Empty,
+}
+
+/// A reverse token's settings.
+#[derive(Clone, Debug)]
+pub struct ReverseTokenSpec {
+    /// `None`: generate one.
+    pub token: Option<String>,
+    /// Where its SOCKS5 listener goes (`None`: no listener, providers serve connectors only).
+    pub socks: Option<SocksListen>,
+    /// Providers of this token may add/remove connector tokens even without `-a`.
+    pub allow_manage_connector: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenType {
+    Forward,
+    Reverse,
+    Connector,
+}
+
+/// One token's line of status (the HTTP API's `/api/status`).
+#[derive(Clone, Debug)]
+pub struct TokenStatus {
+    pub token: String,
+    pub kind: TokenType,
+    pub clients_count: usize,
+    /// Reverse: the SOCKS5 port.
+    pub port: Option<u16>,
+    /// Reverse: its connector tokens.
+    pub connector_tokens: Vec<String>,
+    /// Connector: its reverse token.
+    pub reverse_token: Option<String>,
+}
+
+enum Kind {
+    Forward,
+    Reverse(Reverse),
+    Connector {
+        reverse: String,
+        /// Autonomy: only this provider serves it.
+        owner: Option<LinkId>,
+    },
+}
+
+struct Reverse {
+    socks: Option<SocksListen>,
+    allow_manage_connector: bool,
+    listener: Option<ListenerId>,
+    providers: Vec<LinkId>,
+    next: usize,
+    /// SOCKS requests on its listener waiting for a provider.
+    waiting_socks: VecDeque<ConnId>,
+    /// Connector Connects waiting for a provider: (connector link, relay channel, Connect).
+    waiting_relays: VecDeque<(u64, Connect, Option<LinkId>)>,
+}
+
+struct Token {
+    kind: Kind,
+    links: Vec<LinkId>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Role {
+    /// Accepted, no valid credentials yet.
+    Pending,
+    Forward,
+    Provider,
+    Connector,
+}
+
+struct Peer {
+    role: Role,
+    token: Option<String>,
+    instance: Option<InstanceId>,
+}
+
+/// The server machine.
+pub struct ServerMachine {
+    cfg: ServerConfig,
+    plane: Plane,
+    tokens: HashMap<String, Token>,
+    by_hash: HashMap<String, String>,
+    peers: HashMap<LinkId, Peer>,
+    /// Which reverse token a listener serves.
+    listener_token: HashMap<ListenerId, String>,
+}
+
+impl ServerMachine {
+    pub fn new(cfg: ServerConfig, ids: Box<dyn IdSource>, now: Instant) -> Self {
+        let plane = Plane::new(
+            cfg.data.clone(),
+            cfg.timings.clone(),
+            cfg.fast_open,
+            ids,
+            now,
+        );
+        ServerMachine {
+            cfg,
+            plane,
+            tokens: HashMap::new(),
+            by_hash: HashMap::new(),
+            peers: HashMap::new(),
+            listener_token: HashMap::new(),
+        }
+    }
+
+    pub fn plane(&self) -> &Plane {
+        &self.plane
+    }
+
+    /// A random token as the reference generates them: 8 random bytes in lowercase hex.
+    pub fn generate_token(&mut self) -> String {
+        let mut b = [0u8; 8];
+        self.plane.ids.fill(&mut b);
+        hex::encode(b)
+    }
+
+    fn check_new(&mut self, token: Option<String>) -> Result<String, TokenError> {
+        let token = match token {
+            Some(t) if t.is_empty() => return Err(TokenError::Empty),
+            Some(t) => t,
+            None => self.generate_token(),
+        };
+        if token == super::client::ANONYMOUS {
+            return Err(TokenError::Anonymous);
+        }
+        if token.len() > 255 {
+            return Err(TokenError::TooLong);
+        }
+        if self.tokens.contains_key(&token) {
+            return Err(TokenError::Exists);
+        }
+        Ok(token)
+    }
+
+    fn insert(&mut self, token: String, kind: Kind) {
+        self.by_hash.insert(token_hash(&token), token.clone());
+        self.tokens.insert(token, Token { kind, links: Vec::new() });
+    }
+
+    /// Add a forward token (`None`: generate). Returns the token.
+    pub fn add_forward_token(&mut self, token: Option<String>) -> Result<String, TokenError> {
+        let token = self.check_new(token)?;
+        self.insert(token.clone(), Kind::Forward);
+        Ok(token)
+    }
+
+    /// Add a reverse token; its SOCKS5 listener opens now with `socks_nowait`, else with the
+    /// first provider.
+    pub fn add_reverse_token(&mut self, spec: ReverseTokenSpec) -> Result<String, TokenError> {
+        let token = self.check_new(spec.token)?;
+        self.insert(
+            token.clone(),
+            Kind::Reverse(Reverse {
+                socks: spec.socks,
+                allow_manage_connector: spec.allow_manage_connector,
+                listener: None,
+                providers: Vec::new(),
+                next: 0,
+                waiting_socks: VecDeque::new(),
+                waiting_relays: VecDeque::new(),
+            }),
+        );
+        if self.cfg.socks_nowait {
+            self.open_listener(&token);
+        }
+        Ok(token)
+    }
+
+    /// Add a connector token for an existing reverse token.
+    pub fn add_connector_token(&mut self, token: Option<String>, reverse: &str) -> Result<String, TokenError> {
+        if reverse.is_empty() {
+            return Err(TokenError::NoReverseToken);
+        }
+        if !matches!(self.tokens.get(reverse).map(|t| &t.kind), Some(Kind::Reverse(_))) {
+            return Err(TokenError::ReverseNotFound);
+        }
+        let token = self.check_new(token)?;
+        self.insert(
+            token.clone(),
+            Kind::Connector {
+                reverse: reverse.to_string(),
+                owner: None,
+            },
+        );
+        Ok(token)
+    }
+
+    /// Remove a token: its links are closed, its listener too; a reverse token takes its
+    /// connector tokens with it.
+    pub fn remove_token(&mut self, now: Instant, token: &str) -> Result<(), TokenError> {
+        let Some(t) = self.tokens.remove(token) else {
+            return Err(TokenError::NotFound);
+        };
+        self.by_hash.remove(&token_hash(token));
+        for link in &t.links {
+            self.plane.emit(Output::CloseLink { link: *link });
+            self.drop_peer(now, *link, "token removed");
+        }
+        if let Kind::Reverse(r) = t.kind {
+            if let Some(l) = r.listener {
+                self.listener_token.remove(&l);
+                self.plane.unlisten(l);
+            }
+            for conn in r.waiting_socks {
+                self.plane.fail_socks(conn, Reply::NetworkUnreachable);
+            }
+            for (key, _, _) in r.waiting_relays {
+                self.plane.fail_relay(key, "token removed");
+            }
+            let connectors: Vec<String> = self
+                .tokens
+                .iter()
+                .filter(|(_, c)| matches!(&c.kind, Kind::Connector { reverse, .. } if reverse == token))
+                .map(|(k, _)| k.clone())
+                .collect();
+            for c in connectors {
+                let _ = self.remove_token(now, &c);
+            }
+        }
+        Ok(())
+    }
+
+    /// What the HTTP API's status shows.
+    pub fn status(&self) -> Vec<TokenStatus> {
+        let mut out: Vec<TokenStatus> = self
+            .tokens
+            .iter()
+            .map(|(token, t)| {
+                let (kind, port, connector_tokens, reverse_token) = match &t.kind {
+                    Kind::Forward => (TokenType::Forward, None, vec![], None),
+                    Kind::Reverse(r) => {
+                        let port = r
+                            .listener
+                            .and_then(|l| self.plane.listeners.get(&l))
+                            .and_then(|l| l.bound.map(|a| a.port()))
+                            .or(r.socks.as_ref().map(|s| s.port));
+                        let mut conns: Vec<String> = self
+                            .tokens
+                            .iter()
+                            .filter(|(_, c)| matches!(&c.kind, Kind::Connector { reverse, .. } if reverse == token))
+                            .map(|(k, _)| k.clone())
+                            .collect();
+                        conns.sort();
+                        (TokenType::Reverse, port, conns, None)
+                    }
+                    Kind::Connector { reverse, .. } => (TokenType::Connector, None, vec![], Some(reverse.clone())),
+                };
+                TokenStatus {
+                    token: token.clone(),
+                    kind,
+                    clients_count: t.links.len(),
+                    port,
+                    connector_tokens,
+                    reverse_token,
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.token.cmp(&b.token));
+        out
+    }
+
+    /// A WebSocket upgrade on the socket path was accepted; `path_and_query` is the request
+    /// target. A token in the query authenticates at once; otherwise the first message must be
+    /// Auth. Returns the link's handle.
+    pub fn handle_link_accept(&mut self, now: Instant, path_and_query: &str) -> LinkId {
+        let link = self.plane.new_link_id();
+        self.plane.add_link(link);
+        self.peers.insert(
+            link,
+            Peer {
+                role: Role::Pending,
+                token: None,
+                instance: None,
+            },
+        );
+        let query = path_and_query.split_once('?').map(|(_, q)| q).unwrap_or("");
+        let mut hash = None;
+        let mut reverse = None;
+        let mut instance = None;
+        for pair in query.split('&') {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            match k {
+                "token" => hash = Some(v.to_ascii_lowercase()),
+                // Absent or empty: any role the token has (the reference's rule).
+                "reverse" if !v.is_empty() => reverse = Some(v.eq_ignore_ascii_case("true") || v == "1"),
+                "instance" => instance = uuid::Uuid::parse_str(v).ok().map(|u| InstanceId(*u.as_bytes())),
+                _ => {}
+            }
+        }
+        if let Some(hash) = hash {
+            if hash.len() != 64 {
+                self.refuse(link, "invalid token format");
+                return link;
+            }
+            let token = self.by_hash.get(&hash).cloned();
+            self.authenticate(now, link, token, reverse, instance);
+        }
+        link
+    }
+
+    fn refuse(&mut self, link: LinkId, reason: &str) {
+        self.plane.send(
+            link,
+            &Message::AuthResponse {
+                success: false,
+                error: Some(reason.to_string()),
+            },
+        );
+        self.plane.emit(Output::CloseLink { link });
+    }
+
+    fn authenticate(&mut self, now: Instant, link: LinkId, token: Option<String>, reverse: Option<bool>, instance: Option<InstanceId>) {
+        let role = token.as_ref().and_then(|t| self.tokens.get(t)).and_then(|t| match (&t.kind, reverse) {
+            (Kind::Forward, Some(false) | None) => Some(Role::Forward),
+            (Kind::Reverse(_), Some(true) | None) => Some(Role::Provider),
+            (Kind::Connector { .. }, Some(false) | None) => Some(Role::Connector),
+            _ => None,
+        });
+        let (Some(role), Some(token)) = (role, token) else {
+            debug!(%link, "authentication refused");
+            self.refuse(link, "invalid token");
+            return;
+        };
+        if let Some(p) = self.peers.get_mut(&link) {
+            p.role = role.clone();
+            p.token = Some(token.clone());
+            p.instance = instance;
+        }
+        if let Some(t) = self.tokens.get_mut(&token) {
+            t.links.push(link);
+        }
+        self.plane.send(
+            link,
+            &Message::AuthResponse {
+                success: true,
+                error: None,
+            },
+        );
+        self.plane.set_link_ready(now, link);
+        info!(%link, role = ?role, "client authenticated");
+        match role {
+            Role::Provider => {
+                if let Some(Kind::Reverse(r)) = self.tokens.get_mut(&token).map(|t| &mut t.kind) {
+                    r.providers.push(link);
+                }
+                self.open_listener(&token);
+                self.serve_waiting(now, &token);
+                self.announce_partners(&token);
+            }
+            Role::Connector => {
+                if let Some(reverse) = self.reverse_of(&token) {
+                    self.announce_partners(&reverse);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn reverse_of(&self, connector: &str) -> Option<String> {
+        match self.tokens.get(connector).map(|t| &t.kind) {
+            Some(Kind::Connector { reverse, .. }) => Some(reverse.clone()),
+            _ => None,
+        }
+    }
+
+    /// Partners: providers learn how many connectors share their token, connectors how many
+    /// providers serve theirs.
+    fn announce_partners(&mut self, reverse: &str) {
+        let providers: Vec<LinkId> = match self.tokens.get(reverse).map(|t| &t.kind) {
+            Some(Kind::Reverse(r)) => r.providers.clone(),
+            _ => return,
+        };
+        let connectors: Vec<LinkId> = self
+            .tokens
+            .values()
+            .filter(|t| matches!(&t.kind, Kind::Connector { reverse: r, .. } if r == reverse))
+            .flat_map(|t| t.links.iter().copied())
+            .collect();
+        for p in &providers {
+            self.plane.send(*p, &Message::Partners { count: connectors.len() as i64 });
+        }
+        for c in &connectors {
+            self.plane.send(*c, &Message::Partners { count: providers.len() as i64 });
+        }
+    }
+
+    fn open_listener(&mut self, token: &str) {
+        let Some(Kind::Reverse(r)) = self.tokens.get_mut(token).map(|t| &mut t.kind) else {
+            return;
+        };
+        if r.listener.is_some() {
+            return;
+        }
+        let Some(socks) = r.socks.clone() else {
+            return;
+        };
+        let l = self.plane.listen(socks, token.to_string());
+        if let Some(Kind::Reverse(r)) = self.tokens.get_mut(token).map(|t| &mut t.kind) {
+            r.listener = Some(l);
+        }
+        self.listener_token.insert(l, token.to_string());
+    }
+
+    /// Next provider of a reverse token, round robin; `owner` restricts to one link.
+    fn pick_provider(&mut self, reverse: &str, owner: Option<LinkId>) -> Option<LinkId> {
+        let Some(Kind::Reverse(r)) = self.tokens.get_mut(reverse).map(|t| &mut t.kind) else {
+            return None;
+        };
+        if let Some(o) = owner {
+            return r.providers.contains(&o).then_some(o);
+        }
+        if r.providers.is_empty() {
+            return None;
+        }
+        r.next = (r.next + 1) % r.providers.len();
+        Some(r.providers[r.next])
+    }
+
+    fn serve_waiting(&mut self, now: Instant, reverse: &str) {
+        loop {
+            let Some(Kind::Reverse(r)) = self.tokens.get_mut(reverse).map(|t| &mut t.kind) else {
+                return;
+            };
+            let Some(conn) = r.waiting_socks.pop_front() else {
+                break;
+            };
+            if !self.plane.is_waiting(conn) {
+                continue;
+            }
+            match self.pick_provider(reverse, None) {
+                Some(p) => self.plane.start_socks_channel(now, conn, p),
+                None => {
+                    if let Some(Kind::Reverse(r)) = self.tokens.get_mut(reverse).map(|t| &mut t.kind) {
+                        r.waiting_socks.push_front(conn);
+                    }
+                    return;
+                }
+            }
+        }
+        let pending: Vec<(u64, Connect, Option<LinkId>)> = match self.tokens.get_mut(reverse).map(|t| &mut t.kind) {
+            Some(Kind::Reverse(r)) => r.waiting_relays.drain(..).collect(),
+            _ => return,
+        };
+        for (key, connect, owner) in pending {
+            match self.pick_provider(reverse, owner) {
+                Some(p) => self.plane.route_to(now, key, p, &connect),
+                None => {
+                    if let Some(Kind::Reverse(r)) = self.tokens.get_mut(reverse).map(|t| &mut t.kind) {
+                        r.waiting_relays.push_back((key, connect, owner));
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_socks_request(&mut self, now: Instant, req: SocksRequest) {
+        let Some(token) = self.listener_token.get(&req.listener).cloned() else {
+            self.plane.fail_socks(req.conn, Reply::GeneralFailure);
+            return;
+        };
+        match self.pick_provider(&token, None) {
+            Some(p) => self.plane.start_socks_channel(now, req.conn, p),
+            None => {
+                if let Some(Kind::Reverse(r)) = self.tokens.get_mut(&token).map(|t| &mut t.kind) {
+                    r.waiting_socks.push_back(req.conn);
+                }
+                self.plane
+                    .timers
+                    .set(Timer::Conn(req.conn), now + self.cfg.timings.provider_wait);
+            }
+        }
+    }
+
+    fn on_connect(&mut self, now: Instant, link: LinkId, c: Connect) {
+        let Some(peer) = self.peers.get(&link) else {
+            return;
+        };
+        match peer.role {
+            Role::Forward => self.plane.dial(now, link, c),
+            Role::Connector => {
+                let token = peer.token.clone().unwrap_or_default();
+                let (reverse, owner) = match self.tokens.get(&token).map(|t| &t.kind) {
+                    Some(Kind::Connector { reverse, owner }) => (reverse.clone(), *owner),
+                    _ => return,
+                };
+                let to = self.pick_provider(&reverse, owner);
+                let Some(key) = self.plane.relay(now, link, c.clone(), to) else {
+                    return;
+                };
+                if to.is_none() {
+                    if let Some(Kind::Reverse(r)) = self.tokens.get_mut(&reverse).map(|t| &mut t.kind) {
+                        r.waiting_relays.push_back((key, c, owner));
+                    }
+                }
+            }
+            Role::Provider | Role::Pending => {
+                self.plane.refuse_connect(link, c.channel, "connect not allowed on this link");
+            }
+        }
+    }
+
+    fn on_connector(&mut self, link: LinkId, channel: crate::ids::ChannelId, token: String, op: ConnectorOp) {
+        let peer_token = self.peers.get(&link).filter(|p| p.role == Role::Provider).and_then(|p| p.token.clone());
+        let respond = |plane: &mut Plane, result: Result<Option<String>, String>| {
+            let msg = match result {
+                Ok(token) => Message::ConnectorResponse {
+                    channel,
+                    success: true,
+                    error: None,
+                    token,
+                },
+                Err(e) => Message::ConnectorResponse {
+                    channel,
+                    success: false,
+                    error: Some(e),
+                    token: None,
+                },
+            };
+            plane.send(link, &msg);
+        };
+        let Some(reverse) = peer_token else {
+            respond(&mut self.plane, Err("only providers manage connector tokens".into()));
+            return;
+        };
+        let allowed = self.cfg.connector_autonomy
+            || matches!(self.tokens.get(&reverse).map(|t| &t.kind), Some(Kind::Reverse(r)) if r.allow_manage_connector);
+        if !allowed {
+            respond(&mut self.plane, Err("connector management is not allowed".into()));
+            return;
+        }
+        match op {
+            ConnectorOp::Add => {
+                // A provider that reconnects adds its token again: take it over.
+                if let Some(Token {
+                    kind: Kind::Connector { reverse: r, owner },
+                    ..
+                }) = self.tokens.get_mut(&token)
+                {
+                    if *r == reverse {
+                        *owner = Some(link);
+                        respond(&mut self.plane, Ok(Some(token)));
+                    } else {
+                        respond(&mut self.plane, Err(TokenError::ConnectorExists.to_string()));
+                    }
+                    return;
+                }
+                let wanted = if token.is_empty() { None } else { Some(token) };
+                match self.check_new(wanted) {
+                    Ok(t) => {
+                        self.insert(
+                            t.clone(),
+                            Kind::Connector {
+                                reverse: reverse.clone(),
+                                owner: Some(link),
+                            },
+                        );
+                        info!(%link, "provider added a connector token");
+                        respond(&mut self.plane, Ok(Some(t)));
+                    }
+                    Err(TokenError::Exists) => respond(&mut self.plane, Err(TokenError::ConnectorExists.to_string())),
+                    Err(TokenError::Anonymous) => respond(
+                        &mut self.plane,
+                        Err("'anonymous' is reserved and cannot be used as a connector token".into()),
+                    ),
+                    Err(e) => respond(&mut self.plane, Err(e.to_string())),
+                }
+            }
+            ConnectorOp::Remove => {
+                let owned = matches!(self.tokens.get(&token).map(|t| &t.kind), Some(Kind::Connector { reverse: r, .. }) if *r == reverse);
+                // The reference answers success for any removal; only our own tokens go.
+                respond(&mut self.plane, Ok(None));
+                if !owned {
+                    return;
+                }
+                // Removal closes the connector's links (their channels end with them).
+                let links = self.tokens.get(&token).map(|t| t.links.clone()).unwrap_or_default();
+                self.tokens.remove(&token);
+                self.by_hash.remove(&token_hash(&token));
+                for l in links {
+                    self.plane.emit(Output::CloseLink { link: l });
+                }
+            }
+        }
+    }
+
+    fn on_control(&mut self, now: Instant, link: LinkId, msg: Message) {
+        let pending = self.peers.get(&link).is_some_and(|p| p.role == Role::Pending);
+        match msg {
+            Message::Auth(a) if pending => {
+                self.authenticate(now, link, Some(a.token).filter(|t| self.tokens.contains_key(t)), Some(a.reverse), Some(a.instance));
+            }
+            _ if pending => {
+                debug!(%link, "message before authentication ignored");
+            }
+            Message::Connector { channel, token, op } => self.on_connector(link, channel, token, op),
+            Message::Log { level, msg } => debug!(%link, %level, %msg, "log from client"),
+            Message::DirectTransport { .. } => debug!(%link, "direct-transport message ignored (not supported)"),
+            other => debug!(%link, "unexpected {} ignored", other.name()),
+        }
+    }
+
+    /// Forget a link's registration (token, provider lists); the plane ends its channels.
+    fn drop_peer(&mut self, now: Instant, link: LinkId, reason: &str) {
+        let Some(peer) = self.peers.remove(&link) else {
+            return;
+        };
+        if let Some(token) = &peer.token {
+            if let Some(t) = self.tokens.get_mut(token) {
+                t.links.retain(|l| *l != link);
+                if let Kind::Reverse(r) = &mut t.kind {
+                    r.providers.retain(|l| *l != link);
+                }
+            }
+            match peer.role {
+                Role::Provider => self.announce_partners(&token.clone()),
+                Role::Connector => {
+                    if let Some(rev) = self.reverse_of(token) {
+                        self.announce_partners(&rev);
+                    }
+                }
+                _ => {}
+            }
+        }
+        self.plane.remove_link(now, link, reason);
+    }
+
+    /// Stop: end every channel, close every link and listener.
+    pub fn close(&mut self, now: Instant) {
+        self.plane.shutdown(now);
+    }
+}
+
+impl Machine for ServerMachine {
+    fn handle_link_message(&mut self, now: Instant, link: LinkId, frame: Bytes) {
+        let Some(peer) = self.peers.get(&link) else {
+            return;
+        };
+        if peer.role == Role::Pending {
+            // Only Auth is acceptable before authentication.
+            if let Some(msg) = self.plane.decode(link, frame) {
+                self.on_control(now, link, msg);
+            }
+            return;
+        }
+        match self.plane.link_frame(now, link, frame) {
+            Routed::Done => {}
+            Routed::Control(msg) => self.on_control(now, link, msg),
+            Routed::Connect(c) => self.on_connect(now, link, c),
+        }
+    }
+
+    fn handle_link_closed(&mut self, now: Instant, link: LinkId, reason: &str) {
+        debug!(%link, %reason, "link closed");
+        self.drop_peer(now, link, "provider or client disconnected");
+    }
+
+    fn handle_link_sent(&mut self, now: Instant, link: LinkId, bytes: usize) {
+        self.plane.link_sent(now, link, bytes);
+    }
+
+    fn handle_link_pong(&mut self, _now: Instant, link: LinkId) {
+        self.plane.link_alive(link);
+    }
+
+    fn handle_listener_bound(&mut self, _now: Instant, listener: ListenerId, result: Result<SocketAddr, String>) {
+        if let Err(e) = &result {
+            let token = self.listener_token.remove(&listener);
+            if let Some(Kind::Reverse(r)) = token.as_ref().and_then(|t| self.tokens.get_mut(t)).map(|t| &mut t.kind) {
+                r.listener = None;
+            }
+            let addr = self.plane.listeners.get(&listener).map(|l| format!("{}:{}", l.socks.host, l.socks.port));
+            tracing::error!(addr = addr.unwrap_or_default(), error = %e, "cannot open SOCKS5 listener");
+            self.plane.listeners.remove(&listener);
+            return;
+        }
+        self.plane.listener_bound(listener, &result);
+    }
+
+    fn handle_accept(&mut self, now: Instant, listener: ListenerId, peer: SocketAddr, local: SocketAddr) -> ConnId {
+        self.plane.accept(now, listener, peer, local)
+    }
+
+    fn handle_dial_result(&mut self, now: Instant, conn: ConnId, result: Result<(), String>) {
+        self.plane.dial_result(now, conn, result);
+    }
+
+    fn handle_conn_data(&mut self, now: Instant, conn: ConnId, data: Bytes) {
+        if let Some(req) = self.plane.conn_data(now, conn, data) {
+            self.on_socks_request(now, req);
+        }
+    }
+
+    fn handle_conn_closed(&mut self, now: Instant, conn: ConnId, error: Option<&str>) {
+        self.plane.conn_closed(now, conn, error);
+    }
+
+    fn handle_conn_written(&mut self, _now: Instant, conn: ConnId, bytes: usize) {
+        self.plane.conn_written(conn, bytes);
+    }
+
+    fn handle_udp_bound(&mut self, now: Instant, udp: UdpId, result: Result<SocketAddr, String>) {
+        self.plane.udp_bound(now, udp, result);
+    }
+
+    fn handle_udp_datagram(&mut self, now: Instant, udp: UdpId, from: SocketAddr, data: Bytes) {
+        self.plane.udp_datagram(now, udp, from, data);
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        while let Some(timer) = self.plane.timers.pop_due(now) {
+            match timer {
+                Timer::Conn(conn) => {
+                    if self.plane.conn_deadline(conn) {
+                        for t in self.tokens.values_mut() {
+                            if let Kind::Reverse(r) = &mut t.kind {
+                                r.waiting_socks.retain(|c| *c != conn);
+                            }
+                        }
+                        // No provider came: the reference's "network unreachable".
+                        self.plane.fail_socks(conn, Reply::NetworkUnreachable);
+                    }
+                }
+                Timer::Chan(key) => {
+                    for t in self.tokens.values_mut() {
+                        if let Kind::Reverse(r) = &mut t.kind {
+                            r.waiting_relays.retain(|(k, _, _)| *k != key);
+                        }
+                    }
+                    self.plane.fire(now, Timer::Chan(key));
+                }
+                other => self.plane.fire(now, other),
+            }
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.plane.timers.next()
+    }
+
+    fn poll_output(&mut self) -> Option<Output> {
+        self.plane.out.pop_front()
+    }
+}
