@@ -1,1 +1,118 @@
-//! placeholder
+//! LinkSocks on async-std: the [`Runtime`] seam filled with async-std's executor, timers and
+//! sockets. Everything else lives once in `linksocks-runtime`.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use async_std::net::{TcpListener, TcpStream, ToSocketAddrs, UdpSocket};
+use linksocks_runtime::{BoxFuture, Runtime};
+pub use linksocks_runtime::{
+    stop_pair, ClientOptions, RunError, RunEvent, ServerOptions, Stop, StopHandle,
+};
+
+/// Name shown by `linksocks-cli version`.
+pub const NAME: &str = "async-std";
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AsyncStd;
+
+impl Runtime for AsyncStd {
+    type Tcp = TcpStream;
+    type Listener = TcpListener;
+    type Udp = UdpSocket;
+
+    fn spawn(&self, fut: impl Future<Output = ()> + Send + 'static) {
+        async_std::task::spawn(fut);
+    }
+
+    fn sleep_until(&self, deadline: Instant) -> BoxFuture<'static, ()> {
+        Box::pin(async move {
+            async_std::task::sleep(deadline.saturating_duration_since(Instant::now())).await;
+        })
+    }
+
+    fn listen(&self, addr: SocketAddr) -> BoxFuture<'static, io::Result<TcpListener>> {
+        Box::pin(TcpListener::bind(addr))
+    }
+
+    fn listener_addr(l: &TcpListener) -> io::Result<SocketAddr> {
+        l.local_addr()
+    }
+
+    fn accept(l: &TcpListener) -> BoxFuture<'_, io::Result<(TcpStream, SocketAddr)>> {
+        Box::pin(l.accept())
+    }
+
+    fn connect(&self, addr: SocketAddr) -> BoxFuture<'static, io::Result<TcpStream>> {
+        Box::pin(TcpStream::connect(addr))
+    }
+
+    fn resolve(&self, host: String, port: u16) -> BoxFuture<'static, io::Result<Vec<SocketAddr>>> {
+        Box::pin(async move { Ok((host.as_str(), port).to_socket_addrs().await?.collect()) })
+    }
+
+    fn tcp_local_addr(s: &TcpStream) -> io::Result<SocketAddr> {
+        s.local_addr()
+    }
+
+    fn tcp_clone(s: &TcpStream) -> TcpStream {
+        s.clone()
+    }
+
+    fn tcp_set_linger_zero(s: &TcpStream) {
+        use std::os::fd::{AsRawFd, BorrowedFd};
+        // SAFETY: the descriptor belongs to `s`, which outlives this borrow; async-std's
+        // TcpStream implements only AsRawFd, not AsFd.
+        let fd = unsafe { BorrowedFd::borrow_raw(s.as_raw_fd()) };
+        let _ = socket2::SockRef::from(&fd).set_linger(Some(std::time::Duration::ZERO));
+    }
+
+    fn tcp_shutdown(s: &TcpStream) {
+        let _ = s.shutdown(std::net::Shutdown::Both);
+    }
+
+    fn tcp_set_nodelay(s: &TcpStream) -> io::Result<()> {
+        s.set_nodelay(true)
+    }
+
+    fn udp_bind(&self, addr: SocketAddr) -> BoxFuture<'static, io::Result<UdpSocket>> {
+        Box::pin(UdpSocket::bind(addr))
+    }
+
+    fn udp_local_addr(u: &UdpSocket) -> io::Result<SocketAddr> {
+        u.local_addr()
+    }
+
+    fn udp_send_to<'a>(u: &'a UdpSocket, buf: &'a [u8], to: SocketAddr) -> BoxFuture<'a, io::Result<usize>> {
+        Box::pin(u.send_to(buf, to))
+    }
+
+    fn udp_recv_from<'a>(u: &'a UdpSocket, buf: &'a mut [u8]) -> BoxFuture<'a, io::Result<(usize, SocketAddr)>> {
+        Box::pin(u.recv_from(buf))
+    }
+}
+
+/// Drive a future to completion on async-std's executor.
+pub fn block_on<T>(fut: impl Future<Output = T>) -> T {
+    async_std::task::block_on(fut)
+}
+
+/// Run a server until `stop` (see [`linksocks_runtime::run_server`]).
+pub async fn run_server(
+    opts: ServerOptions,
+    events: Option<async_channel::Sender<RunEvent>>,
+    stop: Stop,
+) -> Result<(), RunError> {
+    linksocks_runtime::run_server(AsyncStd, opts, events, stop).await
+}
+
+/// Run a client until `stop` or a fatal error (see [`linksocks_runtime::run_client`]).
+pub async fn run_client(
+    opts: ClientOptions,
+    events: Option<async_channel::Sender<RunEvent>>,
+    stop: Stop,
+) -> Result<(), RunError> {
+    linksocks_runtime::run_client(AsyncStd, opts, events, stop).await
+}

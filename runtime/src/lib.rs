@@ -1,1 +1,68 @@
-//! placeholder
+//! The runtime-neutral half of the adapters: everything that drives the sans-IO machines with
+//! real sockets but does not care which executor runs it. `runtime-smol` and
+//! `runtime-async-std` implement the small [`Runtime`] trait and re-export [`run_server`] and
+//! [`run_client`] bound to it.
+
+pub mod options;
+pub mod stop;
+
+pub use options::*;
+pub use stop::{stop_pair, Stop, StopHandle};
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::time::Instant as StdInstant;
+
+/// Why a server or client stopped with an error. Each variant's text is one line a user can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: String, source: io::Error },
+    #[error("{0}")]
+    Config(String),
+    #[error("{0}")]
+    Fatal(String),
+}
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What an executor must provide. Both smol and async-std sit on async-io, but their socket
+/// types and spawn functions differ; this is the seam.
+pub trait Runtime: Clone + Send + Sync + 'static {
+    type Tcp: futures_io::AsyncRead + futures_io::AsyncWrite + Unpin + Send + Sync + 'static;
+    type Listener: Send + Sync + 'static;
+    type Udp: Send + Sync + 'static;
+
+    fn spawn(&self, fut: impl Future<Output = ()> + Send + 'static);
+    fn sleep_until(&self, deadline: StdInstant) -> BoxFuture<'static, ()>;
+
+    fn listen(&self, addr: SocketAddr) -> BoxFuture<'static, io::Result<Self::Listener>>;
+    fn listener_addr(l: &Self::Listener) -> io::Result<SocketAddr>;
+    fn accept(l: &Self::Listener) -> BoxFuture<'_, io::Result<(Self::Tcp, SocketAddr)>>;
+
+    fn connect(&self, addr: SocketAddr) -> BoxFuture<'static, io::Result<Self::Tcp>>;
+    fn resolve(&self, host: String, port: u16) -> BoxFuture<'static, io::Result<Vec<SocketAddr>>>;
+    fn tcp_local_addr(s: &Self::Tcp) -> io::Result<SocketAddr>;
+    fn tcp_clone(s: &Self::Tcp) -> Self::Tcp;
+    /// Reset instead of FIN on close (SO_LINGER 0), so the peer sees an error.
+    fn tcp_set_linger_zero(s: &Self::Tcp);
+    fn tcp_shutdown(s: &Self::Tcp);
+    fn tcp_set_nodelay(s: &Self::Tcp) -> io::Result<()>;
+
+    fn udp_bind(&self, addr: SocketAddr) -> BoxFuture<'static, io::Result<Self::Udp>>;
+    fn udp_local_addr(u: &Self::Udp) -> io::Result<SocketAddr>;
+    fn udp_send_to<'a>(u: &'a Self::Udp, buf: &'a [u8], to: SocketAddr) -> BoxFuture<'a, io::Result<usize>>;
+    fn udp_recv_from<'a>(u: &'a Self::Udp, buf: &'a mut [u8]) -> BoxFuture<'a, io::Result<(usize, SocketAddr)>>;
+}
+
+mod client;
+mod connect;
+pub mod driver;
+mod http;
+mod link;
+mod server;
+
+pub use client::run_client;
+pub use server::run_server;

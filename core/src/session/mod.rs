@@ -33,7 +33,7 @@ use crate::time::Instant;
 pub use client::ClientMachine;
 pub use config::*;
 pub use output::{Event, Output};
-pub use server::ServerMachine;
+pub use server::{ReverseTokenSpec, ServerMachine, TokenError, TokenStatus, TokenType};
 
 macro_rules! handle {
     ($(#[$m:meta])* $name:ident, $prefix:literal) => {

@@ -1,0 +1,127 @@
+//! Running a client (forward client, provider or connector): WebSocket links to the server,
+//! and the client machine behind them.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant as StdInstant};
+
+use linksocks_core::addr::TargetAddr;
+use linksocks_core::session::{ClientMachine, LinkId, Machine};
+use linksocks_core::time::Instant;
+use tracing::debug;
+
+use crate::driver::{Driver, Role};
+use crate::server::{os_ids, ws_config};
+use crate::{ClientOptions, RunError, RunEvent, Runtime, Stop};
+
+pub struct ClientRole;
+
+impl<R: Runtime> Role<R> for ClientRole {
+    type M = ClientMachine;
+
+    fn open_link(d: &Arc<Driver<R, Self>>, link: LinkId, url: String) {
+        let d2 = d.clone();
+        d.rt.spawn(async move {
+            match open(&d2, &url).await {
+                Ok(ws) => {
+                    let mut st = d2.lock();
+                    d2.attach_link(&mut st, link, ws);
+                    let now = d2.now();
+                    st.machine.handle_link_opened(now, link);
+                    d2.dispatch(&mut st);
+                }
+                Err(e) => {
+                    debug!(%link, "cannot reach the server: {e}");
+                    d2.with(|m, now| m.handle_link_closed(now, link, &e));
+                }
+            }
+        });
+    }
+
+    fn close(machine: &mut ClientMachine, now: Instant) {
+        machine.close(now);
+    }
+}
+
+/// Split `ws://host:port/path?query` into what a dial needs.
+fn url_parts(url: &str) -> Result<(bool, String, u16), String> {
+    let (scheme, rest) = url.split_once("://").ok_or_else(|| format!("invalid URL {url}"))?;
+    let tls = scheme == "wss";
+    let authority = rest.split(['/', '?']).next().unwrap_or("");
+    let authority = authority.rsplit('@').next().unwrap_or(authority);
+    let default_port = if tls { 443 } else { 80 };
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let (h, after) = v6.split_once(']').ok_or_else(|| format!("invalid URL {url}"))?;
+        let port = after.strip_prefix(':').map(|p| p.parse::<u16>()).transpose().map_err(|_| format!("invalid port in {url}"))?;
+        (h.to_string(), port.unwrap_or(default_port))
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => (h.to_string(), p.parse::<u16>().map_err(|_| format!("invalid port in {url}"))?),
+            None => (authority.to_string(), default_port),
+        }
+    };
+    Ok((tls, host, port))
+}
+
+async fn open<R: Runtime>(
+    d: &Arc<Driver<R, ClientRole>>,
+    url: &str,
+) -> Result<async_tungstenite::WebSocketStream<R::Tcp>, String> {
+    let (tls, host, port) = url_parts(url)?;
+    if tls {
+        return Err("wss:// is not supported by this build yet".into());
+    }
+    let target = TargetAddr::from_host_port(&host, port);
+    let tcp = crate::connect::connect_target(&d.rt, &target).await?;
+    let _ = R::tcp_set_nodelay(&tcp);
+    let (ws, _resp) = async_tungstenite::client_async_with_config(url, tcp, Some(ws_config(d.max_message_size)))
+        .await
+        .map_err(|e| format!("WebSocket handshake with {host}:{port} failed: {e}"))?;
+    Ok(ws)
+}
+
+/// Run a client until `stop` or a fatal error (the server refused our token, the SOCKS port
+/// is taken, the link is lost with reconnection off).
+pub async fn run_client<R: Runtime>(
+    rt: R,
+    opts: ClientOptions,
+    events: Option<async_channel::Sender<RunEvent>>,
+    stop: Stop,
+) -> Result<(), RunError> {
+    let origin = StdInstant::now();
+    let machine = ClientMachine::new(opts.machine.clone(), os_ids(), Instant::ZERO).map_err(RunError::Config)?;
+    let driver = Driver::<R, ClientRole>::new(rt.clone(), origin, machine, events, opts.max_message_size);
+    driver.with(|m, now| m.start(now));
+    {
+        let d = driver.clone();
+        let stop = stop.clone();
+        rt.spawn(async move { d.run_timers(stop).await });
+    }
+    loop {
+        let l = driver.fatal_event.listen();
+        if driver.lock().fatal.is_some() {
+            break;
+        }
+        let stopped = futures_lite::future::or(async { stop.wait().await; true }, async { l.await; false }).await;
+        if stopped {
+            break;
+        }
+    }
+    let fatal = driver.lock().fatal.clone();
+    driver.shutdown(Duration::from_secs(3)).await;
+    match fatal {
+        Some(reason) => Err(RunError::Fatal(reason)),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::url_parts;
+
+    #[test]
+    fn parses_urls() {
+        assert_eq!(url_parts("ws://h:1/socket?x").unwrap(), (false, "h".into(), 1));
+        assert_eq!(url_parts("wss://h/socket").unwrap(), (true, "h".into(), 443));
+        assert_eq!(url_parts("ws://[::1]:8/x").unwrap(), (false, "::1".into(), 8));
+    }
+}

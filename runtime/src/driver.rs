@@ -1,0 +1,693 @@
+//! The loop that feeds a machine and carries out its outputs, written once for both roles and
+//! both runtimes.
+//!
+//! The machine sits behind one mutex. Each socket has a reader task that locks it only to hand
+//! in what it read, and a writer task fed by a channel; the machine's own byte accounting
+//! (`handle_link_sent`, `handle_conn_written`) bounds those channels, so no queue between tasks
+//! grows without limit. One timer task sleeps until the machine's next deadline.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant as StdInstant};
+
+use bytes::{Bytes, BytesMut};
+use event_listener::Event;
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use linksocks_core::addr::TargetAddr;
+use linksocks_core::session::{ConnId, Event as MachineEvent, LinkId, ListenerId, Machine, Output, UdpId};
+use linksocks_core::time::Instant;
+use tracing::{debug, error, info, warn};
+
+use crate::{RunEvent, Runtime};
+
+/// Smallest and largest read from a local socket. Reads start small so that idle connections
+/// hold little memory, and grow while the socket keeps filling them.
+const READ_MIN: usize = 4 << 10;
+const READ_MAX: usize = 256 << 10;
+/// Largest UDP datagram.
+const UDP_MAX: usize = 65_535;
+/// Datagrams queued toward one UDP socket before new ones are dropped (UDP is lossy anyway).
+const UDP_QUEUE: usize = 1024;
+
+/// A pause switch for a reader task.
+#[derive(Default)]
+pub struct Gate {
+    paused: AtomicBool,
+    event: Event,
+}
+
+impl Gate {
+    pub fn pause(&self) {
+        self.paused.store(true, Ordering::SeqCst);
+    }
+
+    pub fn resume(&self) {
+        self.paused.store(false, Ordering::SeqCst);
+        self.event.notify(usize::MAX);
+    }
+
+    /// Resolves once the gate is open.
+    pub async fn wait(&self) {
+        loop {
+            if !self.paused.load(Ordering::SeqCst) {
+                return;
+            }
+            let l = self.event.listen();
+            if !self.paused.load(Ordering::SeqCst) {
+                return;
+            }
+            l.await;
+        }
+    }
+}
+
+pub enum LinkCmd {
+    Frame(Bytes),
+    Ping,
+    Close,
+}
+
+enum ConnCmd {
+    Write(Bytes),
+    Close { abort: bool },
+}
+
+enum UdpCmd {
+    Send(TargetAddr, Bytes),
+}
+
+pub struct LinkHandle {
+    pub tx: async_channel::Sender<LinkCmd>,
+    pub gate: Arc<Gate>,
+}
+
+struct ConnHandle {
+    tx: async_channel::Sender<ConnCmd>,
+    gate: Arc<Gate>,
+}
+
+struct UdpHandle {
+    tx: async_channel::Sender<UdpCmd>,
+    closed: Arc<Event>,
+    alive: Arc<AtomicBool>,
+}
+
+struct ListenerHandle {
+    closed: Arc<Event>,
+    alive: Arc<AtomicBool>,
+}
+
+/// What the driver needs to know of a role beyond the common machine inputs.
+pub trait Role<R: Runtime>: Send + 'static {
+    type M: Machine + Send + 'static;
+    /// Carry out `OpenLink` (client role); the server never asks for it.
+    fn open_link(driver: &Arc<Driver<R, Self>>, link: LinkId, url: String)
+    where
+        Self: Sized;
+    /// Stop the machine (graceful shutdown).
+    fn close(machine: &mut Self::M, now: Instant);
+}
+
+pub struct State<M> {
+    pub machine: M,
+    pub links: HashMap<LinkId, LinkHandle>,
+    conns: HashMap<ConnId, ConnHandle>,
+    udps: HashMap<UdpId, UdpHandle>,
+    listeners: HashMap<ListenerId, ListenerHandle>,
+    /// The deadline the timer task sleeps toward.
+    timer_target: Option<Instant>,
+    pub fatal: Option<String>,
+}
+
+pub struct Driver<R: Runtime, P: Role<R>> {
+    pub rt: R,
+    origin: StdInstant,
+    state: Mutex<State<P::M>>,
+    timer_wake: async_channel::Sender<()>,
+    timer_rx: async_channel::Receiver<()>,
+    events: Option<async_channel::Sender<RunEvent>>,
+    /// Signalled when the machine reports a fatal error.
+    pub fatal_event: Event,
+    /// Link writer tasks still running (graceful shutdown waits for them).
+    live_links: AtomicUsize,
+    links_done: Event,
+    pub max_message_size: usize,
+}
+
+impl<R: Runtime, P: Role<R>> Driver<R, P> {
+    pub fn new(
+        rt: R,
+        origin: StdInstant,
+        machine: P::M,
+        events: Option<async_channel::Sender<RunEvent>>,
+        max_message_size: usize,
+    ) -> Arc<Self> {
+        let (timer_wake, timer_rx) = async_channel::bounded(1);
+        Arc::new(Driver {
+            rt,
+            origin,
+            state: Mutex::new(State {
+                machine,
+                links: HashMap::new(),
+                conns: HashMap::new(),
+                udps: HashMap::new(),
+                listeners: HashMap::new(),
+                timer_target: None,
+                fatal: None,
+            }),
+            timer_wake,
+            timer_rx,
+            events,
+            fatal_event: Event::new(),
+            live_links: AtomicUsize::new(0),
+            links_done: Event::new(),
+            max_message_size,
+        })
+    }
+
+    pub fn now(&self) -> Instant {
+        Instant::from_duration(self.origin.elapsed())
+    }
+
+    fn to_std(&self, t: Instant) -> StdInstant {
+        self.origin + t.since_origin()
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, State<P::M>> {
+        // A panic while holding the lock is a bug that already aborted a task; keep serving.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn report(&self, e: RunEvent) {
+        if let Some(tx) = &self.events {
+            let _ = tx.try_send(e);
+        }
+    }
+
+    /// Call `f` on the machine, then carry out everything it asked for.
+    pub fn with<T>(self: &Arc<Self>, f: impl FnOnce(&mut P::M, Instant) -> T) -> T {
+        let mut st = self.lock();
+        let now = self.now();
+        let out = f(&mut st.machine, now);
+        self.dispatch(&mut st);
+        out
+    }
+
+    /// Carry out the machine's outputs. Called with the lock held; nothing here blocks.
+    pub fn dispatch(self: &Arc<Self>, st: &mut State<P::M>) {
+        while let Some(o) = st.machine.poll_output() {
+            match o {
+                Output::OpenLink { link, url } => P::open_link(self, link, url),
+                Output::Transmit { link, frame } => {
+                    if let Some(h) = st.links.get(&link) {
+                        let _ = h.tx.try_send(LinkCmd::Frame(frame));
+                    }
+                }
+                Output::Ping { link } => {
+                    if let Some(h) = st.links.get(&link) {
+                        let _ = h.tx.try_send(LinkCmd::Ping);
+                    }
+                }
+                Output::CloseLink { link } => {
+                    if let Some(h) = st.links.get(&link) {
+                        let _ = h.tx.try_send(LinkCmd::Close);
+                        h.gate.resume();
+                    }
+                }
+                Output::PauseLink { link } => {
+                    if let Some(h) = st.links.get(&link) {
+                        h.gate.pause();
+                    }
+                }
+                Output::ResumeLink { link } => {
+                    if let Some(h) = st.links.get(&link) {
+                        h.gate.resume();
+                    }
+                }
+                Output::Listen {
+                    listener,
+                    host,
+                    port,
+                } => self.listen(st, listener, host, port),
+                Output::Unlisten { listener } => {
+                    if let Some(h) = st.listeners.remove(&listener) {
+                        h.alive.store(false, Ordering::SeqCst);
+                        h.closed.notify(usize::MAX);
+                    }
+                }
+                Output::Dial {
+                    conn,
+                    target,
+                    timeout,
+                } => self.dial(st, conn, target, timeout),
+                Output::Write { conn, data } => {
+                    if let Some(h) = st.conns.get(&conn) {
+                        let _ = h.tx.try_send(ConnCmd::Write(data));
+                    }
+                }
+                Output::PauseRead { conn } => {
+                    if let Some(h) = st.conns.get(&conn) {
+                        h.gate.pause();
+                    }
+                }
+                Output::ResumeRead { conn } => {
+                    if let Some(h) = st.conns.get(&conn) {
+                        h.gate.resume();
+                    }
+                }
+                Output::Close { conn, abort } => {
+                    if let Some(h) = st.conns.remove(&conn) {
+                        let _ = h.tx.try_send(ConnCmd::Close { abort });
+                        h.gate.resume();
+                    }
+                }
+                Output::BindUdp { udp, addr } => self.bind_udp(st, udp, addr),
+                Output::SendUdp { udp, to, data } => {
+                    if let Some(h) = st.udps.get(&udp) {
+                        let _ = h.tx.try_send(UdpCmd::Send(to, data));
+                    }
+                }
+                Output::CloseUdp { udp } => {
+                    if let Some(h) = st.udps.remove(&udp) {
+                        h.alive.store(false, Ordering::SeqCst);
+                        h.closed.notify(usize::MAX);
+                    }
+                }
+                Output::Event(e) => self.event(st, e),
+            }
+        }
+        if let Some(next) = st.machine.poll_timeout() {
+            if st.timer_target.is_none_or(|t| next < t) {
+                st.timer_target = Some(next);
+                let _ = self.timer_wake.try_send(());
+            }
+        }
+    }
+
+    fn event(&self, st: &mut State<P::M>, e: MachineEvent) {
+        match e {
+            MachineEvent::LinkReady { link } => {
+                debug!(%link, "link ready");
+                self.report(RunEvent::LinkReady);
+            }
+            MachineEvent::Listening { addr, .. } => {
+                info!("SOCKS5 listening on {addr}");
+                self.report(RunEvent::SocksListening(addr));
+            }
+            MachineEvent::PeerLog { level, msg } => match level.as_str() {
+                "error" => error!(target: "linksocks::peer", "{msg}"),
+                "warn" => warn!(target: "linksocks::peer", "{msg}"),
+                "info" => info!(target: "linksocks::peer", "{msg}"),
+                _ => debug!(target: "linksocks::peer", "{msg}"),
+            },
+            MachineEvent::Partners { count } => {
+                info!("partners: {count}");
+                self.report(RunEvent::Partners(count));
+            }
+            MachineEvent::ConnectorToken { token } => {
+                info!("connector token registered: {token}");
+                self.report(RunEvent::ConnectorToken(token));
+            }
+            MachineEvent::Fatal { reason } => {
+                st.fatal.get_or_insert(reason);
+                self.fatal_event.notify(usize::MAX);
+            }
+        }
+    }
+
+    /// The timer task: sleep until the machine's next deadline (or until told it moved).
+    pub async fn run_timers(self: Arc<Self>, stop: crate::Stop) {
+        loop {
+            let target = {
+                let mut st = self.lock();
+                let t = st.machine.poll_timeout();
+                st.timer_target = t;
+                t
+            };
+            let wake = self.timer_rx.recv();
+            match target {
+                Some(t) => {
+                    let sleep = self.rt.sleep_until(self.to_std(t));
+                    futures_lite::future::or(async { sleep.await }, async {
+                        let _ = wake.await;
+                    })
+                    .await;
+                }
+                None => {
+                    let _ = futures_lite::future::or(async { wake.await.ok() }, async {
+                        stop.wait().await;
+                        None
+                    })
+                    .await;
+                }
+            }
+            if stop.is_stopped() && self.live_links.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            let mut st = self.lock();
+            let now = self.now();
+            if st.machine.poll_timeout().is_some_and(|t| t <= now) {
+                st.machine.handle_timeout(now);
+            }
+            // The next turn reads the deadline afresh: a wake-up queued meanwhile (including
+            // by this dispatch) has nothing more to say.
+            st.timer_target = Some(now);
+            self.dispatch(&mut st);
+            drop(st);
+            while self.timer_rx.try_recv().is_ok() {}
+        }
+    }
+
+    /// Graceful stop: the machine ends its channels and links; wait (bounded) for the links'
+    /// writers to flush what they were given.
+    pub async fn shutdown(self: &Arc<Self>, grace: Duration) {
+        {
+            let mut st = self.lock();
+            let now = self.now();
+            P::close(&mut st.machine, now);
+            self.dispatch(&mut st);
+        }
+        let deadline = StdInstant::now() + grace;
+        loop {
+            let l = self.links_done.listen();
+            if self.live_links.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            let sleep = self.rt.sleep_until(deadline);
+            let done = futures_lite::future::or(async { l.await; false }, async {
+                sleep.await;
+                true
+            })
+            .await;
+            if done {
+                return;
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------ links
+
+    /// Register a link's socket and start its reader and writer.
+    pub fn attach_link<S>(self: &Arc<Self>, st: &mut State<P::M>, link: LinkId, ws: async_tungstenite::WebSocketStream<S>)
+    where
+        S: futures_io::AsyncRead + futures_io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let (tx, rx) = async_channel::unbounded();
+        let gate = Arc::new(Gate::default());
+        st.links.insert(link, LinkHandle { tx, gate: gate.clone() });
+        self.live_links.fetch_add(1, Ordering::SeqCst);
+        let (sender, receiver) = ws.split();
+        let me = self.clone();
+        self.rt.spawn(async move {
+            crate::link::write_loop(&me, link, sender, rx).await;
+            if me.live_links.fetch_sub(1, Ordering::SeqCst) == 1 {
+                me.links_done.notify(usize::MAX);
+            }
+        });
+        let me = self.clone();
+        self.rt.spawn(async move {
+            crate::link::read_loop(&me, link, receiver, gate).await;
+        });
+    }
+
+    /// A link ended (read error, close, write error): tell the machine once.
+    pub fn link_lost(self: &Arc<Self>, link: LinkId, reason: &str) {
+        let mut st = self.lock();
+        if let Some(h) = st.links.remove(&link) {
+            let _ = h.tx.try_send(LinkCmd::Close);
+            let now = self.now();
+            st.machine.handle_link_closed(now, link, reason);
+            self.dispatch(&mut st);
+        }
+    }
+
+    // ------------------------------------------------------------------ listeners
+
+    fn listen(self: &Arc<Self>, st: &mut State<P::M>, listener: ListenerId, host: String, port: u16) {
+        let closed = Arc::new(Event::new());
+        let alive = Arc::new(AtomicBool::new(true));
+        st.listeners.insert(
+            listener,
+            ListenerHandle {
+                closed: closed.clone(),
+                alive: alive.clone(),
+            },
+        );
+        let me = self.clone();
+        self.rt.spawn(async move {
+            let bound = match me.rt.resolve(host.clone(), port).await {
+                Ok(addrs) if !addrs.is_empty() => me.rt.listen(addrs[0]).await,
+                Ok(_) => Err(std::io::Error::other(format!("{host}: no address"))),
+                Err(e) => Err(e),
+            };
+            let l = match bound {
+                Ok(l) => l,
+                Err(e) => {
+                    me.with(|m, now| m.handle_listener_bound(now, listener, Err(e.to_string())));
+                    return;
+                }
+            };
+            let addr = R::listener_addr(&l).map_err(|e| e.to_string());
+            me.with(|m, now| m.handle_listener_bound(now, listener, addr));
+            loop {
+                if !alive.load(Ordering::SeqCst) {
+                    return;
+                }
+                let closed_l = closed.listen();
+                if !alive.load(Ordering::SeqCst) {
+                    return;
+                }
+                let accepted = futures_lite::future::or(async { Some(R::accept(&l).await) }, async {
+                    closed_l.await;
+                    None
+                })
+                .await;
+                match accepted {
+                    None => return,
+                    Some(Ok((stream, peer))) => {
+                        let _ = set_nodelay::<R>(&stream);
+                        let local = R::tcp_local_addr(&stream).unwrap_or(peer);
+                        let mut st = me.lock();
+                        let now = me.now();
+                        let conn = st.machine.handle_accept(now, listener, peer, local);
+                        me.attach_conn(&mut st, conn, stream);
+                        me.dispatch(&mut st);
+                    }
+                    Some(Err(e)) => {
+                        // EMFILE and friends: don't spin.
+                        warn!("accept failed: {e}");
+                        me.rt.sleep_until(StdInstant::now() + Duration::from_millis(50)).await;
+                    }
+                }
+            }
+        });
+    }
+
+    // ------------------------------------------------------------------ local TCP sockets
+
+    /// Register a connected local socket and start its reader and writer.
+    fn attach_conn(self: &Arc<Self>, st: &mut State<P::M>, conn: ConnId, stream: R::Tcp) {
+        let (tx, rx) = async_channel::unbounded();
+        let gate = Arc::new(Gate::default());
+        st.conns.insert(conn, ConnHandle { tx, gate: gate.clone() });
+        self.start_conn(conn, stream, rx, gate);
+    }
+
+    fn start_conn(self: &Arc<Self>, conn: ConnId, stream: R::Tcp, rx: async_channel::Receiver<ConnCmd>, gate: Arc<Gate>) {
+        let reader = R::tcp_clone(&stream);
+        let me = self.clone();
+        self.rt.spawn(async move { me.conn_writer(conn, stream, rx).await });
+        let me = self.clone();
+        self.rt.spawn(async move { me.conn_reader(conn, reader, gate).await });
+    }
+
+    async fn conn_reader(self: Arc<Self>, conn: ConnId, mut s: R::Tcp, gate: Arc<Gate>) {
+        let mut size = READ_MIN;
+        let mut buf = BytesMut::new();
+        loop {
+            gate.wait().await;
+            buf.reserve(size);
+            // Zeroing only the part not yet initialised would need unsafe; the cost is one
+            // memset per byte read, small next to the copies a socket read implies.
+            buf.resize(size, 0);
+            let r = s.read(&mut buf[..]).await;
+            match r {
+                Ok(0) => {
+                    self.with(|m, now| m.handle_conn_closed(now, conn, None));
+                    return;
+                }
+                Ok(n) => {
+                    buf.truncate(n);
+                    let data = buf.split().freeze();
+                    size = if n == size {
+                        (size * 2).min(READ_MAX)
+                    } else if n < size / 8 {
+                        (size / 2).max(READ_MIN)
+                    } else {
+                        size
+                    };
+                    self.with(|m, now| m.handle_conn_data(now, conn, data));
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    self.with(|m, now| m.handle_conn_closed(now, conn, Some(&msg)));
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn conn_writer(self: Arc<Self>, conn: ConnId, mut s: R::Tcp, rx: async_channel::Receiver<ConnCmd>) {
+        while let Ok(cmd) = rx.recv().await {
+            match cmd {
+                ConnCmd::Write(data) => {
+                    let n = data.len();
+                    if let Err(e) = s.write_all(&data).await {
+                        let msg = e.to_string();
+                        self.with(|m, now| m.handle_conn_closed(now, conn, Some(&msg)));
+                        R::tcp_shutdown(&s);
+                        return;
+                    }
+                    self.with(|m, now| m.handle_conn_written(now, conn, n));
+                }
+                ConnCmd::Close { abort } => {
+                    if abort {
+                        R::tcp_set_linger_zero(&s);
+                    } else {
+                        let _ = s.flush().await;
+                    }
+                    R::tcp_shutdown(&s);
+                    return;
+                }
+            }
+        }
+        // The machine forgot the socket without a Close (it ended meanwhile): close it.
+        R::tcp_shutdown(&s);
+    }
+
+    fn dial(self: &Arc<Self>, st: &mut State<P::M>, conn: ConnId, target: TargetAddr, timeout: Duration) {
+        let (tx, rx) = async_channel::unbounded();
+        let gate = Arc::new(Gate::default());
+        st.conns.insert(conn, ConnHandle { tx: tx.clone(), gate: gate.clone() });
+        let me = self.clone();
+        self.rt.spawn(async move {
+            let sleep = me.rt.sleep_until(StdInstant::now() + timeout);
+            let attempt = crate::connect::connect_target(&me.rt, &target);
+            let result = futures_lite::future::or(attempt, async {
+                sleep.await;
+                Err(format!("dial tcp {target}: i/o timeout"))
+            })
+            .await;
+            match result {
+                Ok(stream) => {
+                    if tx.is_closed() {
+                        // The channel ended while we dialled.
+                        R::tcp_shutdown(&stream);
+                        return;
+                    }
+                    let _ = set_nodelay::<R>(&stream);
+                    me.start_conn(conn, stream, rx, gate);
+                    me.with(|m, now| m.handle_dial_result(now, conn, Ok(())));
+                }
+                Err(e) => {
+                    let mut st = me.lock();
+                    st.conns.remove(&conn);
+                    let now = me.now();
+                    st.machine.handle_dial_result(now, conn, Err(e));
+                    me.dispatch(&mut st);
+                }
+            }
+        });
+    }
+
+    // ------------------------------------------------------------------ UDP
+
+    fn bind_udp(self: &Arc<Self>, st: &mut State<P::M>, udp: UdpId, addr: Option<SocketAddr>) {
+        let (tx, rx) = async_channel::bounded(UDP_QUEUE);
+        let closed = Arc::new(Event::new());
+        let alive = Arc::new(AtomicBool::new(true));
+        st.udps.insert(
+            udp,
+            UdpHandle {
+                tx,
+                closed: closed.clone(),
+                alive: alive.clone(),
+            },
+        );
+        let me = self.clone();
+        self.rt.spawn(async move {
+            let bound = match addr {
+                Some(a) => me.rt.udp_bind(a).await,
+                // Dual-stack first, so one socket reaches IPv4 and IPv6 destinations.
+                None => match me.rt.udp_bind(SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0)).await {
+                    Ok(s) => Ok(s),
+                    Err(_) => me.rt.udp_bind(SocketAddr::from(([0, 0, 0, 0], 0))).await,
+                },
+            };
+            let sock = match bound {
+                Ok(s) => Arc::new(s),
+                Err(e) => {
+                    me.with(|m, now| m.handle_udp_bound(now, udp, Err(e.to_string())));
+                    return;
+                }
+            };
+            let local = R::udp_local_addr(&sock).map_err(|e| e.to_string());
+            me.with(|m, now| m.handle_udp_bound(now, udp, local));
+            let sender = {
+                let sock = sock.clone();
+                let me = me.clone();
+                async move {
+                    while let Ok(UdpCmd::Send(to, data)) = rx.recv().await {
+                        let to = match to {
+                            TargetAddr::Ip(a) => a,
+                            TargetAddr::Domain(h, p) => match me.rt.resolve(h, p).await {
+                                Ok(a) if !a.is_empty() => a[0],
+                                _ => continue, // unresolvable: the datagram is dropped
+                            },
+                        };
+                        let to = fit_family::<R>(&sock, to);
+                        let _ = R::udp_send_to(&sock, &data, to).await;
+                    }
+                }
+            };
+            me.rt.spawn(sender);
+            let mut buf = vec![0u8; UDP_MAX];
+            loop {
+                if !alive.load(Ordering::SeqCst) {
+                    return;
+                }
+                let closed_l = closed.listen();
+                if !alive.load(Ordering::SeqCst) {
+                    return;
+                }
+                let got = futures_lite::future::or(async { Some(R::udp_recv_from(&sock, &mut buf).await) }, async {
+                    closed_l.await;
+                    None
+                })
+                .await;
+                match got {
+                    None => return,
+                    Some(Ok((n, from))) => {
+                        let data = Bytes::copy_from_slice(&buf[..n]);
+                        me.with(|m, now| m.handle_udp_datagram(now, udp, from, data));
+                    }
+                    Some(Err(e)) => debug!(%udp, "UDP receive error: {e}"),
+                }
+            }
+        });
+    }
+}
+
+/// A v6 socket sends to v4 destinations through their v4-mapped form.
+fn fit_family<R: Runtime>(sock: &R::Udp, to: SocketAddr) -> SocketAddr {
+    match (R::udp_local_addr(sock), to) {
+        (Ok(SocketAddr::V6(_)), SocketAddr::V4(v4)) => SocketAddr::new(IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port()),
+        _ => to,
+    }
+}
+
+fn set_nodelay<R: Runtime>(s: &R::Tcp) -> std::io::Result<()> {
+    R::tcp_set_nodelay(s)
+}

@@ -1,0 +1,102 @@
+//! A WebSocket link's two tasks: the writer sends what the machine queued and reports it
+//! written (the machine's backpressure counts on that report); the reader hands each binary
+//! message to the machine and stops while the machine has the link paused.
+
+use std::sync::Arc;
+
+use async_tungstenite::tungstenite::Message;
+use async_tungstenite::{WebSocketReceiver, WebSocketSender};
+use futures_lite::StreamExt;
+use futures_util::SinkExt;
+use linksocks_core::session::{LinkId, Machine};
+use tracing::{debug, trace};
+
+use crate::driver::{Driver, Gate, LinkCmd, Role};
+use crate::Runtime;
+
+pub async fn write_loop<R, P, S>(
+    d: &Arc<Driver<R, P>>,
+    link: LinkId,
+    mut sender: WebSocketSender<S>,
+    rx: async_channel::Receiver<LinkCmd>,
+) where
+    R: Runtime,
+    P: Role<R>,
+    S: futures_io::AsyncRead + futures_io::AsyncWrite + Unpin + Send + 'static,
+{
+    loop {
+        let Ok(first) = rx.recv().await else {
+            break;
+        };
+        // Feed everything already queued, then flush once: fewer syscalls under load, no
+        // added delay when idle.
+        let mut sent = 0usize;
+        let mut cmd = Some(first);
+        let mut close = false;
+        let mut failed = None;
+        while let Some(c) = cmd.take() {
+            let r = match c {
+                LinkCmd::Frame(frame) => {
+                    sent += frame.len();
+                    sender.feed(Message::Binary(frame)).await
+                }
+                LinkCmd::Ping => sender.feed(Message::Ping(Default::default())).await,
+                LinkCmd::Close => {
+                    close = true;
+                    break;
+                }
+            };
+            if let Err(e) = r {
+                failed = Some(e.to_string());
+                break;
+            }
+            if sent >= 1 << 20 {
+                break;
+            }
+            cmd = rx.try_recv().ok();
+        }
+        if failed.is_none() {
+            if let Err(e) = SinkExt::flush(&mut sender).await {
+                failed = Some(e.to_string());
+            }
+        }
+        if let Some(e) = failed {
+            debug!(%link, "link write failed: {e}");
+            d.link_lost(link, &e);
+            break;
+        }
+        if sent > 0 {
+            d.with(|m, now| m.handle_link_sent(now, link, sent));
+        }
+        if close {
+            let _ = sender.close(None).await;
+            d.link_lost(link, "closed");
+            break;
+        }
+    }
+}
+
+pub async fn read_loop<R, P, S>(d: &Arc<Driver<R, P>>, link: LinkId, mut receiver: WebSocketReceiver<S>, gate: Arc<Gate>)
+where
+    R: Runtime,
+    P: Role<R>,
+    S: futures_io::AsyncRead + futures_io::AsyncWrite + Unpin + Send + 'static,
+{
+    loop {
+        gate.wait().await;
+        match receiver.next().await {
+            Some(Ok(Message::Binary(b))) => d.with(|m, now| m.handle_link_message(now, link, b)),
+            Some(Ok(Message::Pong(_))) => d.with(|m, now| m.handle_link_pong(now, link)),
+            Some(Ok(Message::Ping(_))) | Some(Ok(Message::Frame(_))) => {}
+            Some(Ok(Message::Text(_))) => trace!(%link, "text message ignored (the protocol is binary)"),
+            Some(Ok(Message::Close(_))) | None => {
+                d.link_lost(link, "closed by peer");
+                return;
+            }
+            Some(Err(e)) => {
+                d.link_lost(link, &e.to_string());
+                return;
+            }
+        }
+    }
+}

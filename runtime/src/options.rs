@@ -1,0 +1,74 @@
+//! What the CLI (or an embedding program) hands the runtime: the machine configuration plus
+//! the settings that belong to sockets rather than to the protocol.
+
+use std::net::SocketAddr;
+
+use linksocks_core::session::{ClientConfig, ReverseTokenSpec, ServerConfig};
+
+/// An upstream proxy (`--upstream-proxy`): `socks5://[user[:pass]@]host[:port]` or
+/// `http://[user[:pass]@]host[:port]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProxyUrl {
+    pub kind: ProxyKind,
+    pub host: String,
+    pub port: u16,
+    pub username: Option<String>,
+    pub password: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProxyKind {
+    Socks5,
+    Http,
+}
+
+/// Tokens a server starts with.
+#[derive(Clone, Debug)]
+pub enum TokenSpec {
+    Forward(Option<String>),
+    Reverse(ReverseTokenSpec),
+    /// A connector token for the reverse token named second.
+    Connector(Option<String>, String),
+}
+
+/// Everything `linksocks-cli server` needs.
+#[derive(Clone, Debug)]
+pub struct ServerOptions {
+    /// Where the HTTP/WebSocket port listens (default 0.0.0.0:8765).
+    pub ws_host: String,
+    pub ws_port: u16,
+    pub machine: ServerConfig,
+    pub tokens: Vec<TokenSpec>,
+    /// Enables the HTTP API.
+    pub api_key: Option<String>,
+    /// Reach targets through this proxy.
+    pub upstream_proxy: Option<ProxyUrl>,
+    /// Largest WebSocket message accepted.
+    pub max_message_size: usize,
+}
+
+/// Everything `linksocks-cli client|provider|connector` needs.
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    pub machine: ClientConfig,
+    /// Reach the WebSocket server through this proxy.
+    pub upstream_proxy: Option<ProxyUrl>,
+    /// Ignore HTTP(S)_PROXY / ALL_PROXY.
+    pub no_env_proxy: bool,
+    pub max_message_size: usize,
+}
+
+/// What a running server or client reports (to the CLI for printing, to tests for ports).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RunEvent {
+    /// The HTTP/WebSocket port is listening.
+    WebSocketListening(SocketAddr),
+    /// A SOCKS5 listener is serving (the server's per reverse token, or the client's).
+    SocksListening(SocketAddr),
+    /// A link authenticated.
+    LinkReady,
+    /// A connector token was registered for this provider (autonomy).
+    ConnectorToken(String),
+    /// The peer's Partners count.
+    Partners(i64),
+}

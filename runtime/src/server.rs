@@ -1,0 +1,190 @@
+//! Running the server: the HTTP/WebSocket port, and the server machine behind it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant as StdInstant};
+
+use async_tungstenite::tungstenite::protocol::{Role as WsRole, WebSocketConfig};
+use async_tungstenite::WebSocketStream;
+use linksocks_core::session::{LinkId, ServerMachine};
+use linksocks_core::time::Instant;
+use tracing::{debug, info, warn};
+
+use crate::driver::{Driver, Role};
+use crate::http::{self, Prefixed};
+use crate::{RunError, RunEvent, Runtime, ServerOptions, Stop, TokenSpec};
+
+/// How long a connection may take to send its request head.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct ServerRole;
+
+impl<R: Runtime> Role<R> for ServerRole {
+    type M = ServerMachine;
+
+    fn open_link(_d: &Arc<Driver<R, Self>>, link: LinkId, _url: String) {
+        debug!(%link, "the server machine asked to open a link; ignored");
+    }
+
+    fn close(machine: &mut ServerMachine, now: Instant) {
+        machine.close(now);
+    }
+}
+
+/// Random bytes from the operating system (through uuid's generator).
+pub(crate) fn os_ids() -> Box<dyn linksocks_core::ids::IdSource> {
+    Box::new(|out: &mut [u8]| {
+        for chunk in out.chunks_mut(16) {
+            let u = uuid::Uuid::new_v4();
+            chunk.copy_from_slice(&u.as_bytes()[..chunk.len()]);
+        }
+    })
+}
+
+pub(crate) fn ws_config(max: usize) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .max_message_size(Some(max))
+        .max_frame_size(Some(max))
+}
+
+/// Run a server until `stop`. Reports the bound HTTP/WebSocket address and SOCKS listeners on
+/// `events`.
+pub async fn run_server<R: Runtime>(
+    rt: R,
+    opts: ServerOptions,
+    events: Option<async_channel::Sender<RunEvent>>,
+    stop: Stop,
+) -> Result<(), RunError> {
+    let origin = StdInstant::now();
+    let mut machine = ServerMachine::new(opts.machine.clone(), os_ids(), Instant::ZERO);
+    for t in &opts.tokens {
+        let r = match t.clone() {
+            TokenSpec::Forward(tok) => machine.add_forward_token(tok),
+            TokenSpec::Reverse(spec) => machine.add_reverse_token(spec),
+            TokenSpec::Connector(tok, rev) => machine.add_connector_token(tok, &rev),
+        };
+        r.map_err(|e| RunError::Config(format!("cannot add token: {e}")))?;
+    }
+    let addr = format!("{}:{}", opts.ws_host, opts.ws_port);
+    let bind_err = |e: std::io::Error| RunError::Bind { addr: addr.clone(), source: e };
+    let addrs = rt.resolve(opts.ws_host.clone(), opts.ws_port).await.map_err(bind_err)?;
+    let first = *addrs
+        .first()
+        .ok_or_else(|| bind_err(std::io::Error::other("host has no address")))?;
+    let listener = rt.listen(first).await.map_err(bind_err)?;
+    let local = R::listener_addr(&listener).map_err(bind_err)?;
+    info!("LinkSocks server listening on {local}");
+
+    let driver = Driver::<R, ServerRole>::new(rt.clone(), origin, machine, events, opts.max_message_size);
+    driver.report(RunEvent::WebSocketListening(local));
+    driver.with(|_, _| ());
+    let api_key = opts.api_key.clone();
+    {
+        let d = driver.clone();
+        let stop = stop.clone();
+        rt.spawn(async move { d.run_timers(stop).await });
+    }
+    loop {
+        let accepted = futures_lite::future::or(async { Some(R::accept(&listener).await) }, async {
+            stop.wait().await;
+            None
+        })
+        .await;
+        match accepted {
+            None => break,
+            Some(Ok((stream, peer))) => {
+                let _ = R::tcp_set_nodelay(&stream);
+                let d = driver.clone();
+                let api_key = api_key.clone();
+                rt.spawn(async move { serve_http(d, stream, peer, api_key).await });
+            }
+            Some(Err(e)) => {
+                warn!("accept failed: {e}");
+                rt.sleep_until(StdInstant::now() + Duration::from_millis(50)).await;
+            }
+        }
+    }
+    drop(listener);
+    info!("shutting down");
+    driver.shutdown(Duration::from_secs(3)).await;
+    Ok(())
+}
+
+async fn serve_http<R: Runtime>(
+    d: Arc<Driver<R, ServerRole>>,
+    mut stream: R::Tcp,
+    peer: SocketAddr,
+    api_key: Option<String>,
+) {
+    let timeout = d.rt.sleep_until(StdInstant::now() + HEAD_TIMEOUT);
+    let head = futures_lite::future::or(async { Some(http::read_head(&mut stream).await) }, async {
+        timeout.await;
+        None
+    })
+    .await;
+    let (head, rest) = match head {
+        Some(Ok(h)) => h,
+        Some(Err(e)) => {
+            debug!(%peer, "bad HTTP request: {e}");
+            let _ = http::respond(&mut stream, 400, "text/plain; charset=utf-8", &[], b"400 Bad Request\n").await;
+            return;
+        }
+        None => {
+            debug!(%peer, "no request head in time");
+            return;
+        }
+    };
+    let path = head.path().to_string();
+    if path == "/socket" || path.starts_with("/socket/") {
+        let key = head.header("sec-websocket-key").map(str::to_string);
+        let (true, Some(key)) = (head.is_websocket_upgrade(), key) else {
+            let _ = http::respond(&mut stream, 400, "text/plain; charset=utf-8", &[], b"Bad Request\n").await;
+            return;
+        };
+        let accept = http::accept_key(&key);
+        if http::respond(
+            &mut stream,
+            101,
+            "",
+            &[("Upgrade", "websocket"), ("Connection", "Upgrade"), ("Sec-WebSocket-Accept", &accept)],
+            b"",
+        )
+        .await
+        .is_err()
+        {
+            return;
+        }
+        let ws = WebSocketStream::from_raw_socket(
+            Prefixed::new(rest.freeze(), stream),
+            WsRole::Server,
+            Some(ws_config(d.max_message_size)),
+        )
+        .await;
+        let mut st = d.lock();
+        let now = d.now();
+        let link = st.machine.handle_link_accept(now, &head.target);
+        debug!(%peer, %link, "WebSocket link accepted");
+        d.attach_link(&mut st, link, ws);
+        d.dispatch(&mut st);
+        return;
+    }
+    let version = env!("CARGO_PKG_VERSION");
+    if path == "/" {
+        let body = if api_key.is_some() {
+            format!("LinkSocks v{version} is running. API endpoints available at /api/*\n")
+        } else {
+            format!("LinkSocks v{version} is running but API is not enabled.\n")
+        };
+        let _ = http::respond(&mut stream, 200, "text/plain; charset=utf-8", &[], body.as_bytes()).await;
+        return;
+    }
+    let _ = rest;
+    let _ = http::respond(
+        &mut stream,
+        404,
+        "text/plain; charset=utf-8",
+        &[("X-Content-Type-Options", "nosniff")],
+        b"404 page not found\n",
+    )
+    .await;
+}
