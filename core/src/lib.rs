@@ -13,6 +13,7 @@
 //! - [`time`], [`ids`], [`addr`]: value types the machines are driven with.
 
 pub mod addr;
+pub mod api;
 pub mod ids;
 pub mod socks;
 pub mod time;

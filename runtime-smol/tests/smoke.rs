@@ -55,8 +55,10 @@ fn forward_echo() {
             machine: ServerConfig::default(),
             tokens: vec![TokenSpec::Forward(Some("tok".into()))],
             api_key: None,
+            socks_host: "127.0.0.1".into(),
             upstream_proxy: None,
             max_message_size: 32 << 20,
+            tls: None,
         };
         let server = smol::spawn(linksocks_runtime_smol::run_server(sopts, Some(etx), stop.clone()));
         let ws = next_addr(&erx, |e| match e {
@@ -68,7 +70,7 @@ fn forward_echo() {
         let mut cfg = ClientConfig::new(format!("ws://{ws}"), Some("tok".into()), ClientRole::Forward);
         cfg.socks = Some(SocksListen { host: "127.0.0.1".into(), port: 0, credentials: None });
         let (ctx, crx) = smol::channel::unbounded();
-        let copts = ClientOptions { machine: cfg, upstream_proxy: None, no_env_proxy: true, max_message_size: 32 << 20 };
+        let copts = ClientOptions { machine: cfg, upstream_proxy: None, no_env_proxy: true, max_message_size: 32 << 20, tls: Default::default() };
         let client = smol::spawn(linksocks_runtime_smol::run_client(copts, Some(ctx), stop.clone()));
         let socks = next_addr(&crx, |e| match e {
             RunEvent::SocksListening(a) => Some(*a),

@@ -9,7 +9,8 @@ use linksocks_core::session::{ClientMachine, LinkId, Machine};
 use linksocks_core::time::Instant;
 use tracing::debug;
 
-use crate::driver::{Driver, Role};
+use crate::driver::{Driver, LinkSettings, Role};
+use crate::tls::MaybeTls;
 use crate::server::{os_ids, ws_config};
 use crate::{ClientOptions, RunError, RunEvent, Runtime, Stop};
 
@@ -65,15 +66,37 @@ fn url_parts(url: &str) -> Result<(bool, String, u16), String> {
 async fn open<R: Runtime>(
     d: &Arc<Driver<R, ClientRole>>,
     url: &str,
-) -> Result<async_tungstenite::WebSocketStream<R::Tcp>, String> {
+) -> Result<async_tungstenite::WebSocketStream<MaybeTls<R::Tcp>>, String> {
     let (tls, host, port) = url_parts(url)?;
-    if tls {
-        return Err("wss:// is not supported by this build yet".into());
-    }
     let target = TargetAddr::from_host_port(&host, port);
-    let tcp = crate::connect::connect_target(&d.rt, &target).await?;
+    let proxy = d
+        .link
+        .proxy
+        .clone()
+        .or_else(|| if d.link.env_proxy { crate::proxy::env_proxy(&host, tls) } else { None });
+    let tcp = match &proxy {
+        Some(p) => {
+            let (s, early) = crate::proxy::connect_via(&d.rt, p, &target).await?;
+            if !early.is_empty() {
+                return Err("the upstream proxy sent data before the WebSocket handshake".into());
+            }
+            s
+        }
+        None => crate::connect::connect_target(&d.rt, &target).await?,
+    };
     let _ = R::tcp_set_nodelay(&tcp);
-    let (ws, _resp) = async_tungstenite::client_async_with_config(url, tcp, Some(ws_config(d.max_message_size)))
+    let stream = if tls {
+        let connector = d.link.tls.clone().ok_or("TLS is not configured")?;
+        let name = crate::tls::server_name(&host)?;
+        let s = connector
+            .connect(name, tcp)
+            .await
+            .map_err(|e| format!("TLS handshake with {host}:{port} failed: {e}"))?;
+        MaybeTls::Client(Box::new(s))
+    } else {
+        MaybeTls::Plain(tcp)
+    };
+    let (ws, _resp) = async_tungstenite::client_async_with_config(url, stream, Some(ws_config(d.max_message_size)))
         .await
         .map_err(|e| format!("WebSocket handshake with {host}:{port} failed: {e}"))?;
     Ok(ws)
@@ -89,7 +112,12 @@ pub async fn run_client<R: Runtime>(
 ) -> Result<(), RunError> {
     let origin = StdInstant::now();
     let machine = ClientMachine::new(opts.machine.clone(), os_ids(), Instant::ZERO).map_err(RunError::Config)?;
-    let driver = Driver::<R, ClientRole>::new(rt.clone(), origin, machine, events, opts.max_message_size);
+    let link = LinkSettings {
+        tls: Some(crate::tls::connector(&opts.tls).map_err(RunError::Config)?),
+        proxy: opts.upstream_proxy.clone(),
+        env_proxy: !opts.no_env_proxy,
+    };
+    let driver = Driver::<R, ClientRole>::new(rt.clone(), origin, machine, events, opts.max_message_size, None, link);
     driver.with(|m, now| m.start(now));
     {
         let d = driver.clone();

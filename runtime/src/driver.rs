@@ -134,6 +134,19 @@ pub struct Driver<R: Runtime, P: Role<R>> {
     live_links: AtomicUsize,
     links_done: Event,
     pub max_message_size: usize,
+    /// Dial targets through this proxy.
+    pub upstream: Option<crate::ProxyUrl>,
+    /// Client: how links are opened.
+    pub link: LinkSettings,
+}
+
+/// How a client opens its links.
+#[derive(Clone, Default)]
+pub struct LinkSettings {
+    pub tls: Option<futures_rustls::TlsConnector>,
+    pub proxy: Option<crate::ProxyUrl>,
+    /// Take the proxy from HTTP(S)_PROXY / ALL_PROXY when none is given.
+    pub env_proxy: bool,
 }
 
 impl<R: Runtime, P: Role<R>> Driver<R, P> {
@@ -143,6 +156,8 @@ impl<R: Runtime, P: Role<R>> Driver<R, P> {
         machine: P::M,
         events: Option<async_channel::Sender<RunEvent>>,
         max_message_size: usize,
+        upstream: Option<crate::ProxyUrl>,
+        link: LinkSettings,
     ) -> Arc<Self> {
         let (timer_wake, timer_rx) = async_channel::bounded(1);
         Arc::new(Driver {
@@ -164,6 +179,8 @@ impl<R: Runtime, P: Role<R>> Driver<R, P> {
             live_links: AtomicUsize::new(0),
             links_done: Event::new(),
             max_message_size,
+            upstream,
+            link,
         })
     }
 
@@ -571,25 +588,39 @@ impl<R: Runtime, P: Role<R>> Driver<R, P> {
         let (tx, rx) = async_channel::unbounded();
         let gate = Arc::new(Gate::default());
         st.conns.insert(conn, ConnHandle { tx: tx.clone(), gate: gate.clone() });
+        if self.events.is_some() {
+            self.report(RunEvent::Dialing(target.to_string()));
+        }
         let me = self.clone();
         self.rt.spawn(async move {
             let sleep = me.rt.sleep_until(StdInstant::now() + timeout);
-            let attempt = crate::connect::connect_target(&me.rt, &target);
+            let attempt = async {
+                match &me.upstream {
+                    Some(p) => crate::proxy::connect_via(&me.rt, p, &target).await,
+                    None => crate::connect::connect_target(&me.rt, &target).await.map(|s| (s, Bytes::new())),
+                }
+            };
             let result = futures_lite::future::or(attempt, async {
                 sleep.await;
                 Err(format!("dial tcp {target}: i/o timeout"))
             })
             .await;
             match result {
-                Ok(stream) => {
+                Ok((stream, early)) => {
                     if tx.is_closed() {
                         // The channel ended while we dialled.
                         R::tcp_shutdown(&stream);
                         return;
                     }
                     let _ = set_nodelay::<R>(&stream);
+                    me.with(|m, now| {
+                        m.handle_dial_result(now, conn, Ok(()));
+                        // Bytes the target sent along with the proxy's answer come first.
+                        if !early.is_empty() {
+                            m.handle_conn_data(now, conn, early);
+                        }
+                    });
                     me.start_conn(conn, stream, rx, gate);
-                    me.with(|m, now| m.handle_dial_result(now, conn, Ok(())));
                 }
                 Err(e) => {
                     let mut st = me.lock();

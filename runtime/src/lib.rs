@@ -62,7 +62,10 @@ mod connect;
 pub mod driver;
 mod http;
 mod link;
+mod proxy;
+pub mod proxy_url;
 mod server;
+mod tls;
 
 pub use client::run_client;
 pub use server::run_server;

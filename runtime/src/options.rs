@@ -41,10 +41,30 @@ pub struct ServerOptions {
     pub tokens: Vec<TokenSpec>,
     /// Enables the HTTP API.
     pub api_key: Option<String>,
+    /// Host the SOCKS5 listeners of reverse tokens added through the API bind.
+    pub socks_host: String,
     /// Reach targets through this proxy.
     pub upstream_proxy: Option<ProxyUrl>,
     /// Largest WebSocket message accepted.
     pub max_message_size: usize,
+    /// Serve TLS (https/wss) with this certificate chain and key (PEM files).
+    pub tls: Option<ServerTls>,
+}
+
+/// PEM files of the server's certificate chain and private key.
+#[derive(Clone, Debug)]
+pub struct ServerTls {
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+}
+
+/// How the client checks a wss:// server.
+#[derive(Clone, Debug, Default)]
+pub struct ClientTls {
+    /// Trust this CA (PEM) in addition to the built-in roots.
+    pub ca_file: Option<std::path::PathBuf>,
+    /// Accept any certificate. For testing only: it defeats TLS's protection.
+    pub insecure: bool,
 }
 
 /// Everything `linksocks-cli client|provider|connector` needs.
@@ -56,6 +76,7 @@ pub struct ClientOptions {
     /// Ignore HTTP(S)_PROXY / ALL_PROXY.
     pub no_env_proxy: bool,
     pub max_message_size: usize,
+    pub tls: ClientTls,
 }
 
 /// What a running server or client reports (to the CLI for printing, to tests for ports).
@@ -71,4 +92,6 @@ pub enum RunEvent {
     ConnectorToken(String),
     /// The peer's Partners count.
     Partners(i64),
+    /// This side dials a target for a channel (a forward server, a provider).
+    Dialing(String),
 }

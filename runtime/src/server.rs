@@ -6,12 +6,14 @@ use std::time::{Duration, Instant as StdInstant};
 
 use async_tungstenite::tungstenite::protocol::{Role as WsRole, WebSocketConfig};
 use async_tungstenite::WebSocketStream;
+use linksocks_core::api;
 use linksocks_core::session::{LinkId, ServerMachine};
 use linksocks_core::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::driver::{Driver, Role};
 use crate::http::{self, Prefixed};
+use crate::tls::MaybeTls;
 use crate::{RunError, RunEvent, Runtime, ServerOptions, Stop, TokenSpec};
 
 /// How long a connection may take to send its request head.
@@ -29,6 +31,21 @@ impl<R: Runtime> Role<R> for ServerRole {
     fn close(machine: &mut ServerMachine, now: Instant) {
         machine.close(now);
     }
+}
+
+struct Api {
+    key: String,
+    socks_host: String,
+}
+
+/// Ports reverse tokens added through the API draw from when they name none (the reference's pool).
+const PORT_POOL: std::ops::RangeInclusive<u16> = 1024..=10240;
+
+/// A port of the pool that can be bound on `host` right now, probed from a random start.
+fn pick_port(host: &str) -> Option<u16> {
+    let span = (PORT_POOL.end() - PORT_POOL.start()) as u32 + 1;
+    let start = (uuid::Uuid::new_v4().as_u128() % span as u128) as u32;
+    (0..span).map(|i| PORT_POOL.start() + ((start + i) % span) as u16).find(|p| std::net::TcpListener::bind((host, *p)).is_ok())
 }
 
 /// Random bytes from the operating system (through uuid's generator).
@@ -75,10 +92,22 @@ pub async fn run_server<R: Runtime>(
     let local = R::listener_addr(&listener).map_err(bind_err)?;
     info!("LinkSocks server listening on {local}");
 
-    let driver = Driver::<R, ServerRole>::new(rt.clone(), origin, machine, events, opts.max_message_size);
+    let acceptor = match &opts.tls {
+        Some(t) => Some(crate::tls::acceptor(t).map_err(RunError::Config)?),
+        None => None,
+    };
+    let driver = Driver::<R, ServerRole>::new(
+        rt.clone(),
+        origin,
+        machine,
+        events,
+        opts.max_message_size,
+        opts.upstream_proxy.clone(),
+        Default::default(),
+    );
     driver.report(RunEvent::WebSocketListening(local));
     driver.with(|_, _| ());
-    let api_key = opts.api_key.clone();
+    let api = opts.api_key.clone().map(|key| Arc::new(Api { key, socks_host: opts.socks_host.clone() }));
     {
         let d = driver.clone();
         let stop = stop.clone();
@@ -95,8 +124,30 @@ pub async fn run_server<R: Runtime>(
             Some(Ok((stream, peer))) => {
                 let _ = R::tcp_set_nodelay(&stream);
                 let d = driver.clone();
-                let api_key = api_key.clone();
-                rt.spawn(async move { serve_http(d, stream, peer, api_key).await });
+                let api = api.clone();
+                let acceptor = acceptor.clone();
+                rt.spawn(async move {
+                    let stream = match acceptor {
+                        None => MaybeTls::Plain(stream),
+                        Some(a) => {
+                            let timeout = d.rt.sleep_until(StdInstant::now() + HEAD_TIMEOUT);
+                            let hs = futures_lite::future::or(async { Some(a.accept(stream).await) }, async {
+                                timeout.await;
+                                None
+                            })
+                            .await;
+                            match hs {
+                                Some(Ok(s)) => MaybeTls::Server(Box::new(s)),
+                                Some(Err(e)) => {
+                                    debug!(%peer, "TLS handshake failed: {e}");
+                                    return;
+                                }
+                                None => return,
+                            }
+                        }
+                    };
+                    serve_http(d, stream, peer, api).await
+                });
             }
             Some(Err(e)) => {
                 warn!("accept failed: {e}");
@@ -112,9 +163,9 @@ pub async fn run_server<R: Runtime>(
 
 async fn serve_http<R: Runtime>(
     d: Arc<Driver<R, ServerRole>>,
-    mut stream: R::Tcp,
+    mut stream: MaybeTls<R::Tcp>,
     peer: SocketAddr,
-    api_key: Option<String>,
+    api: Option<Arc<Api>>,
 ) {
     let timeout = d.rt.sleep_until(StdInstant::now() + HEAD_TIMEOUT);
     let head = futures_lite::future::or(async { Some(http::read_head(&mut stream).await) }, async {
@@ -170,7 +221,7 @@ async fn serve_http<R: Runtime>(
     }
     let version = env!("CARGO_PKG_VERSION");
     if path == "/" {
-        let body = if api_key.is_some() {
+        let body = if api.is_some() {
             format!("LinkSocks v{version} is running. API endpoints available at /api/*\n")
         } else {
             format!("LinkSocks v{version} is running but API is not enabled.\n")
@@ -178,7 +229,41 @@ async fn serve_http<R: Runtime>(
         let _ = http::respond(&mut stream, 200, "text/plain; charset=utf-8", &[], body.as_bytes()).await;
         return;
     }
-    let _ = rest;
+    if let Some(api) = api.filter(|_| path.starts_with("/api/") || path == "/metrics") {
+        let body = match http::read_body(&mut stream, &head, rest, 64 << 10).await {
+            Ok(b) => b,
+            Err(e) => {
+                let _ = http::respond(&mut stream, 400, "text/plain; charset=utf-8", &[], format!("{e}\n").as_bytes()).await;
+                return;
+            }
+        };
+        let resp = {
+            let mut st = d.lock();
+            let now = d.now();
+            let host = api.socks_host.clone();
+            let mut pick = || pick_port(&host);
+            let mut ctx = api::ApiContext {
+                key: &api.key,
+                version: concat!("v", env!("CARGO_PKG_VERSION")),
+                socks_host: &api.socks_host,
+                pick_port: &mut pick,
+            };
+            let req = api::ApiRequest {
+                method: &head.method,
+                path: &path,
+                api_key: head.header("x-api-key"),
+                body: &body,
+            };
+            let r = api::handle(&mut st.machine, now, &mut ctx, &req);
+            d.dispatch(&mut st);
+            r
+        };
+        if resp.status == 401 {
+            debug!(%peer, "API request with a wrong key");
+        }
+        let _ = http::respond(&mut stream, resp.status, resp.content_type, &[], resp.body.as_bytes()).await;
+        return;
+    }
     let _ = http::respond(
         &mut stream,
         404,

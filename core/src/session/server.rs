@@ -424,6 +424,11 @@ impl ServerMachine {
         }
     }
 
+    /// Open a reverse token's SOCKS5 listener now, provider or not (tokens added at run time).
+    pub fn open_listener_now(&mut self, token: &str) {
+        self.open_listener(token);
+    }
+
     fn open_listener(&mut self, token: &str) {
         let Some(Kind::Reverse(r)) = self.tokens.get_mut(token).map(|t| &mut t.kind) else {
             return;

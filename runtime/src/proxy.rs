@@ -1,0 +1,90 @@
+//! Reaching a host through an upstream proxy (SOCKS5 or HTTP CONNECT), and picking the proxy
+//! from the environment (`ALL_PROXY`, `HTTPS_PROXY`, `HTTP_PROXY`, `NO_PROXY`).
+
+use bytes::Bytes;
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use linksocks_core::addr::TargetAddr;
+use linksocks_core::socks::{ClientProgress, Credentials, HttpConnectClient, Socks5Client};
+
+use crate::{ProxyKind, ProxyUrl, Runtime};
+
+/// Open a tunnel to `target` through `proxy`. Returns the stream and any bytes of the tunnel
+/// that arrived with the proxy's answer.
+pub async fn connect_via<R: Runtime>(rt: &R, proxy: &ProxyUrl, target: &TargetAddr) -> Result<(R::Tcp, Bytes), String> {
+    let at = TargetAddr::from_host_port(&proxy.host, proxy.port);
+    let mut s = crate::connect::connect_target(rt, &at)
+        .await
+        .map_err(|e| format!("upstream proxy {}:{} unreachable: {e}", proxy.host, proxy.port))?;
+    let creds = proxy
+        .username
+        .as_ref()
+        .map(|u| Credentials::new(u.clone(), proxy.password.clone().unwrap_or_default()));
+    enum Hs {
+        Socks(Socks5Client),
+        Http(HttpConnectClient),
+    }
+    let mut hs = match proxy.kind {
+        ProxyKind::Socks5 => Hs::Socks(Socks5Client::new(target.clone(), creds)),
+        ProxyKind::Http => Hs::Http(HttpConnectClient::new(target.clone(), creds)),
+    };
+    let mut buf = vec![0u8; 4096];
+    let mut pending: Vec<u8> = Vec::new();
+    loop {
+        loop {
+            let out = match &mut hs {
+                Hs::Socks(c) => c.poll_transmit(),
+                Hs::Http(c) => c.poll_transmit(),
+            };
+            let Some(out) = out else { break };
+            s.write_all(&out).await.map_err(|e| format!("upstream proxy: {e}"))?;
+        }
+        s.flush().await.map_err(|e| format!("upstream proxy: {e}"))?;
+        let n = s.read(&mut buf).await.map_err(|e| format!("upstream proxy: {e}"))?;
+        if n == 0 {
+            return Err("upstream proxy closed the connection during its handshake".into());
+        }
+        pending.extend_from_slice(&buf[..n]);
+        let progress = match &mut hs {
+            Hs::Socks(c) => c.feed(&pending),
+            Hs::Http(c) => c.feed(&pending),
+        }
+        .map_err(|e| format!("upstream proxy refused: {e}"))?;
+        match progress {
+            ClientProgress::NeedMore { consumed } => {
+                pending.drain(..consumed.min(pending.len()));
+            }
+            ClientProgress::Done { consumed } => {
+                let rest = Bytes::copy_from_slice(&pending[consumed.min(pending.len())..]);
+                return Ok((s, rest));
+            }
+        }
+    }
+}
+
+/// The proxy the environment names for a connection to `host` (`tls`: wss), unless `NO_PROXY`
+/// excludes it. Invalid values are ignored with a warning.
+pub fn env_proxy(host: &str, tls: bool) -> Option<ProxyUrl> {
+    let var = |k: &str| {
+        std::env::var(k)
+            .ok()
+            .or_else(|| std::env::var(k.to_ascii_lowercase()).ok())
+            .filter(|v| !v.trim().is_empty())
+    };
+    if let Some(no) = var("NO_PROXY") {
+        let h = host.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
+        for pat in no.split(',').map(|p| p.trim().to_ascii_lowercase()) {
+            let pat = pat.trim_start_matches('.');
+            if pat == "*" || (!pat.is_empty() && (h == pat || h.ends_with(&format!(".{pat}")))) {
+                return None;
+            }
+        }
+    }
+    let raw = if tls { var("HTTPS_PROXY") } else { var("HTTP_PROXY") }.or_else(|| var("ALL_PROXY"))?;
+    match crate::proxy_url::parse_proxy_url(&raw) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            tracing::warn!("ignoring proxy from the environment: {e}");
+            None
+        }
+    }
+}

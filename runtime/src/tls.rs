@@ -1,0 +1,154 @@
+//! TLS for wss:// links (client) and the optional TLS front of the server, with rustls.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures_rustls::rustls::{self, pki_types};
+use futures_rustls::{TlsAcceptor, TlsConnector};
+use rustls_pki_types::pem::PemObject;
+
+use crate::{ClientTls, ServerTls};
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The client side: Mozilla's roots, plus a CA file, or (explicitly) no verification.
+pub fn connector(tls: &ClientTls) -> Result<TlsConnector, String> {
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?;
+    let config = if tls.insecure {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoVerify(provider())))
+            .with_no_client_auth()
+    } else {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        if let Some(path) = &tls.ca_file {
+            let certs = pki_types::CertificateDer::pem_file_iter(path)
+                .map_err(|e| format!("cannot read CA file {}: {e}", path.display()))?;
+            for c in certs {
+                let c = c.map_err(|e| format!("bad certificate in {}: {e}", path.display()))?;
+                roots
+                    .add(c)
+                    .map_err(|e| format!("unusable certificate in {}: {e}", path.display()))?;
+            }
+        }
+        builder.with_root_certificates(roots).with_no_client_auth()
+    };
+    Ok(TlsConnector::from(Arc::new(config)))
+}
+
+/// The server side, from PEM files.
+pub fn acceptor(tls: &ServerTls) -> Result<TlsAcceptor, String> {
+    let certs: Vec<_> = pki_types::CertificateDer::pem_file_iter(&tls.cert)
+        .map_err(|e| format!("cannot read certificate {}: {e}", tls.cert.display()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("bad certificate in {}: {e}", tls.cert.display()))?;
+    if certs.is_empty() {
+        return Err(format!("no certificate in {}", tls.cert.display()));
+    }
+    let key = pki_types::PrivateKeyDer::from_pem_file(&tls.key)
+        .map_err(|e| format!("cannot read private key {}: {e}", tls.key.display()))?;
+    let config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| format!("certificate and key do not fit: {e}"))?;
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+pub fn server_name(host: &str) -> Result<pki_types::ServerName<'static>, String> {
+    pki_types::ServerName::try_from(host.to_string()).map_err(|e| format!("invalid TLS server name {host:?}: {e}"))
+}
+
+/// Accepts every certificate: `--insecure` only.
+#[derive(Debug)]
+struct NoVerify(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for NoVerify {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &pki_types::CertificateDer<'_>,
+        _intermediates: &[pki_types::CertificateDer<'_>],
+        _server_name: &pki_types::ServerName<'_>,
+        _ocsp: &[u8],
+        _now: pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// A plain or TLS stream, so links and the HTTP front have one type either way.
+pub enum MaybeTls<S> {
+    Plain(S),
+    Client(Box<futures_rustls::client::TlsStream<S>>),
+    Server(Box<futures_rustls::server::TlsStream<S>>),
+}
+
+macro_rules! delegate {
+    ($self:ident, $s:ident => $e:expr) => {
+        match $self.get_mut() {
+            MaybeTls::Plain($s) => {
+                let $s = Pin::new($s);
+                $e
+            }
+            MaybeTls::Client($s) => {
+                let $s = Pin::new(&mut **$s);
+                $e
+            }
+            MaybeTls::Server($s) => {
+                let $s = Pin::new(&mut **$s);
+                $e
+            }
+        }
+    };
+}
+
+impl<S: futures_io::AsyncRead + futures_io::AsyncWrite + Unpin> futures_io::AsyncRead for MaybeTls<S> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        delegate!(self, s => s.poll_read(cx, buf))
+    }
+}
+
+impl<S: futures_io::AsyncRead + futures_io::AsyncWrite + Unpin> futures_io::AsyncWrite for MaybeTls<S> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        delegate!(self, s => s.poll_write(cx, buf))
+    }
+    fn poll_write_vectored(self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+        delegate!(self, s => s.poll_write_vectored(cx, bufs))
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        delegate!(self, s => s.poll_flush(cx))
+    }
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        delegate!(self, s => s.poll_close(cx))
+    }
+}
