@@ -63,7 +63,12 @@ pub struct ApiContext<'a> {
 }
 
 /// Handle one request under `/api/` (and `/metrics`).
-pub fn handle(server: &mut ServerMachine, now: Instant, ctx: &mut ApiContext<'_>, req: &ApiRequest<'_>) -> ApiResponse {
+pub fn handle(
+    server: &mut ServerMachine,
+    now: Instant,
+    ctx: &mut ApiContext<'_>,
+    req: &ApiRequest<'_>,
+) -> ApiResponse {
     let offered = req.api_key.unwrap_or("").as_bytes();
     if !ct_eq(ctx.key.as_bytes(), offered) {
         return ApiResponse::error(401, "invalid API key");
@@ -127,7 +132,12 @@ fn add_token(server: &mut ServerMachine, ctx: &mut ApiContext<'_>, body: &[u8]) 
     let Ok(v) = serde_json::from_slice::<Value>(body) else {
         return ApiResponse::error(400, "invalid request body");
     };
-    let s = |k: &str| v.get(k).and_then(|x| x.as_str()).filter(|x| !x.is_empty()).map(str::to_string);
+    let s = |k: &str| {
+        v.get(k)
+            .and_then(|x| x.as_str())
+            .filter(|x| !x.is_empty())
+            .map(str::to_string)
+    };
     let token = s("token");
     match v.get("type").and_then(|t| t.as_str()) {
         Some("forward") => match server.add_forward_token(token) {
@@ -154,7 +164,10 @@ fn add_token(server: &mut ServerMachine, ctx: &mut ApiContext<'_>, body: &[u8]) 
                     port,
                     credentials,
                 }),
-                allow_manage_connector: v.get("allow_manage_connector").and_then(|b| b.as_bool()).unwrap_or(false),
+                allow_manage_connector: v
+                    .get("allow_manage_connector")
+                    .and_then(|b| b.as_bool())
+                    .unwrap_or(false),
             };
             match server.add_reverse_token(spec) {
                 Ok(t) => {
@@ -190,15 +203,52 @@ pub fn metrics(server: &ServerMachine) -> String {
     let s = &p.stats;
     let mut out = String::new();
     let mut metric = |name: &str, kind: &str, help: &str, value: String| {
-        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"));
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+        ));
     };
-    metric("linksocks_links", "gauge", "WebSocket links currently open.", p.links.len().to_string());
-    metric("linksocks_channels", "gauge", "Channels currently open.", p.channel_count().to_string());
-    metric("linksocks_channels_opened_total", "counter", "Channels opened.", s.channels_opened.to_string());
-    metric("linksocks_bytes_received_total", "counter", "Bytes received on links.", s.bytes_from_links.to_string());
-    metric("linksocks_bytes_sent_total", "counter", "Bytes sent on links.", s.bytes_to_links.to_string());
-    metric("linksocks_bad_messages_total", "counter", "Messages that could not be decoded.", s.bad_frames.to_string());
-    metric("linksocks_reconnects_total", "counter", "Link reconnections.", s.reconnects.to_string());
+    metric(
+        "linksocks_links",
+        "gauge",
+        "WebSocket links currently open.",
+        p.links.len().to_string(),
+    );
+    metric(
+        "linksocks_channels",
+        "gauge",
+        "Channels currently open.",
+        p.channel_count().to_string(),
+    );
+    metric(
+        "linksocks_channels_opened_total",
+        "counter",
+        "Channels opened.",
+        s.channels_opened.to_string(),
+    );
+    metric(
+        "linksocks_bytes_received_total",
+        "counter",
+        "Bytes received on links.",
+        s.bytes_from_links.to_string(),
+    );
+    metric(
+        "linksocks_bytes_sent_total",
+        "counter",
+        "Bytes sent on links.",
+        s.bytes_to_links.to_string(),
+    );
+    metric(
+        "linksocks_bad_messages_total",
+        "counter",
+        "Messages that could not be decoded.",
+        s.bad_frames.to_string(),
+    );
+    metric(
+        "linksocks_reconnects_total",
+        "counter",
+        "Link reconnections.",
+        s.reconnects.to_string(),
+    );
     metric(
         "linksocks_udp_dropped_total",
         "counter",
@@ -207,7 +257,9 @@ pub fn metrics(server: &ServerMachine) -> String {
     );
     out.push_str("# HELP linksocks_socks_replies_total SOCKS5 replies sent, by code.\n# TYPE linksocks_socks_replies_total counter\n");
     for (code, n) in s.socks_replies.iter().enumerate() {
-        out.push_str(&format!("linksocks_socks_replies_total{{code=\"{code}\"}} {n}\n"));
+        out.push_str(&format!(
+            "linksocks_socks_replies_total{{code=\"{code}\"}} {n}\n"
+        ));
     }
     out
 }

@@ -15,7 +15,7 @@
 pub mod addr;
 pub mod api;
 pub mod ids;
+pub mod session;
 pub mod socks;
 pub mod time;
 pub mod wire;
-pub mod session;

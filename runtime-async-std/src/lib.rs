@@ -7,10 +7,10 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use async_std::net::{TcpListener, TcpStream, ToSocketAddrs, UdpSocket};
-use linksocks_runtime::{BoxFuture, Runtime};
 pub use linksocks_runtime::{
     stop_pair, ClientOptions, RunError, RunEvent, ServerOptions, Stop, StopHandle,
 };
+use linksocks_runtime::{BoxFuture, Runtime};
 
 /// Name shown by `linksocks-cli version`.
 pub const NAME: &str = "async-std";
@@ -85,11 +85,18 @@ impl Runtime for AsyncStd {
         u.local_addr()
     }
 
-    fn udp_send_to<'a>(u: &'a UdpSocket, buf: &'a [u8], to: SocketAddr) -> BoxFuture<'a, io::Result<usize>> {
+    fn udp_send_to<'a>(
+        u: &'a UdpSocket,
+        buf: &'a [u8],
+        to: SocketAddr,
+    ) -> BoxFuture<'a, io::Result<usize>> {
         Box::pin(u.send_to(buf, to))
     }
 
-    fn udp_recv_from<'a>(u: &'a UdpSocket, buf: &'a mut [u8]) -> BoxFuture<'a, io::Result<(usize, SocketAddr)>> {
+    fn udp_recv_from<'a>(
+        u: &'a UdpSocket,
+        buf: &'a mut [u8],
+    ) -> BoxFuture<'a, io::Result<(usize, SocketAddr)>> {
         Box::pin(u.recv_from(buf))
     }
 }

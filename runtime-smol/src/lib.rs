@@ -6,10 +6,10 @@ use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Instant;
 
-use linksocks_runtime::{BoxFuture, Runtime};
 pub use linksocks_runtime::{
     stop_pair, ClientOptions, RunError, RunEvent, ServerOptions, Stop, StopHandle,
 };
+use linksocks_runtime::{BoxFuture, Runtime};
 use smol::net::{TcpListener, TcpStream, UdpSocket};
 
 /// Name shown by `linksocks-cli version`.
@@ -83,11 +83,18 @@ impl Runtime for Smol {
         u.local_addr()
     }
 
-    fn udp_send_to<'a>(u: &'a UdpSocket, buf: &'a [u8], to: SocketAddr) -> BoxFuture<'a, io::Result<usize>> {
+    fn udp_send_to<'a>(
+        u: &'a UdpSocket,
+        buf: &'a [u8],
+        to: SocketAddr,
+    ) -> BoxFuture<'a, io::Result<usize>> {
         Box::pin(u.send_to(buf, to))
     }
 
-    fn udp_recv_from<'a>(u: &'a UdpSocket, buf: &'a mut [u8]) -> BoxFuture<'a, io::Result<(usize, SocketAddr)>> {
+    fn udp_recv_from<'a>(
+        u: &'a UdpSocket,
+        buf: &'a mut [u8],
+    ) -> BoxFuture<'a, io::Result<(usize, SocketAddr)>> {
         Box::pin(u.recv_from(buf))
     }
 }

@@ -7,7 +7,10 @@ use linksocks_runtime::{ClientOptions, RunEvent, ServerOptions, TokenSpec};
 use smol::io::{AsyncReadExt, AsyncWriteExt};
 use smol::net::{TcpListener, TcpStream};
 
-async fn next_addr(rx: &smol::channel::Receiver<RunEvent>, want: fn(&RunEvent) -> Option<std::net::SocketAddr>) -> std::net::SocketAddr {
+async fn next_addr(
+    rx: &smol::channel::Receiver<RunEvent>,
+    want: fn(&RunEvent) -> Option<std::net::SocketAddr>,
+) -> std::net::SocketAddr {
     loop {
         let e = smol::future::or(async { rx.recv().await.ok() }, async {
             smol::Timer::after(Duration::from_secs(10)).await;
@@ -23,7 +26,10 @@ async fn next_addr(rx: &smol::channel::Receiver<RunEvent>, want: fn(&RunEvent) -
 
 #[test]
 fn forward_echo() {
-    let _ = tracing_subscriber::fmt().with_env_filter("info").with_test_writer().try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("info")
+        .with_test_writer()
+        .try_init();
     smol::block_on(async {
         let echo = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let echo_addr = echo.local_addr().unwrap();
@@ -60,18 +66,40 @@ fn forward_echo() {
             max_message_size: 32 << 20,
             tls: None,
         };
-        let server = smol::spawn(linksocks_runtime_smol::run_server(sopts, Some(etx), stop.clone()));
+        let server = smol::spawn(linksocks_runtime_smol::run_server(
+            sopts,
+            Some(etx),
+            stop.clone(),
+        ));
         let ws = next_addr(&erx, |e| match e {
             RunEvent::WebSocketListening(a) => Some(*a),
             _ => None,
         })
         .await;
 
-        let mut cfg = ClientConfig::new(format!("ws://{ws}"), Some("tok".into()), ClientRole::Forward);
-        cfg.socks = Some(SocksListen { host: "127.0.0.1".into(), port: 0, credentials: None });
+        let mut cfg = ClientConfig::new(
+            format!("ws://{ws}"),
+            Some("tok".into()),
+            ClientRole::Forward,
+        );
+        cfg.socks = Some(SocksListen {
+            host: "127.0.0.1".into(),
+            port: 0,
+            credentials: None,
+        });
         let (ctx, crx) = smol::channel::unbounded();
-        let copts = ClientOptions { machine: cfg, upstream_proxy: None, no_env_proxy: true, max_message_size: 32 << 20, tls: Default::default() };
-        let client = smol::spawn(linksocks_runtime_smol::run_client(copts, Some(ctx), stop.clone()));
+        let copts = ClientOptions {
+            machine: cfg,
+            upstream_proxy: None,
+            no_env_proxy: true,
+            max_message_size: 32 << 20,
+            tls: Default::default(),
+        };
+        let client = smol::spawn(linksocks_runtime_smol::run_client(
+            copts,
+            Some(ctx),
+            stop.clone(),
+        ));
         let socks = next_addr(&crx, |e| match e {
             RunEvent::SocksListening(a) => Some(*a),
             _ => None,

@@ -10,8 +10,8 @@ use linksocks_core::time::Instant;
 use tracing::debug;
 
 use crate::driver::{Driver, LinkSettings, Role};
-use crate::tls::MaybeTls;
 use crate::server::{os_ids, ws_config};
+use crate::tls::MaybeTls;
 use crate::{ClientOptions, RunError, RunEvent, Runtime, Stop};
 
 pub struct ClientRole;
@@ -45,18 +45,30 @@ impl<R: Runtime> Role<R> for ClientRole {
 
 /// Split `ws://host:port/path?query` into what a dial needs.
 fn url_parts(url: &str) -> Result<(bool, String, u16), String> {
-    let (scheme, rest) = url.split_once("://").ok_or_else(|| format!("invalid URL {url}"))?;
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| format!("invalid URL {url}"))?;
     let tls = scheme == "wss";
     let authority = rest.split(['/', '?']).next().unwrap_or("");
     let authority = authority.rsplit('@').next().unwrap_or(authority);
     let default_port = if tls { 443 } else { 80 };
     let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-        let (h, after) = v6.split_once(']').ok_or_else(|| format!("invalid URL {url}"))?;
-        let port = after.strip_prefix(':').map(|p| p.parse::<u16>()).transpose().map_err(|_| format!("invalid port in {url}"))?;
+        let (h, after) = v6
+            .split_once(']')
+            .ok_or_else(|| format!("invalid URL {url}"))?;
+        let port = after
+            .strip_prefix(':')
+            .map(|p| p.parse::<u16>())
+            .transpose()
+            .map_err(|_| format!("invalid port in {url}"))?;
         (h.to_string(), port.unwrap_or(default_port))
     } else {
         match authority.rsplit_once(':') {
-            Some((h, p)) => (h.to_string(), p.parse::<u16>().map_err(|_| format!("invalid port in {url}"))?),
+            Some((h, p)) => (
+                h.to_string(),
+                p.parse::<u16>()
+                    .map_err(|_| format!("invalid port in {url}"))?,
+            ),
             None => (authority.to_string(), default_port),
         }
     };
@@ -69,11 +81,13 @@ async fn open<R: Runtime>(
 ) -> Result<async_tungstenite::WebSocketStream<MaybeTls<R::Tcp>>, String> {
     let (tls, host, port) = url_parts(url)?;
     let target = TargetAddr::from_host_port(&host, port);
-    let proxy = d
-        .link
-        .proxy
-        .clone()
-        .or_else(|| if d.link.env_proxy { crate::proxy::env_proxy(&host, tls) } else { None });
+    let proxy = d.link.proxy.clone().or_else(|| {
+        if d.link.env_proxy {
+            crate::proxy::env_proxy(&host, tls)
+        } else {
+            None
+        }
+    });
     let tcp = match &proxy {
         Some(p) => {
             let (s, early) = crate::proxy::connect_via(&d.rt, p, &target).await?;
@@ -96,9 +110,13 @@ async fn open<R: Runtime>(
     } else {
         MaybeTls::Plain(tcp)
     };
-    let (ws, _resp) = async_tungstenite::client_async_with_config(url, stream, Some(ws_config(d.max_message_size)))
-        .await
-        .map_err(|e| format!("WebSocket handshake with {host}:{port} failed: {e}"))?;
+    let (ws, _resp) = async_tungstenite::client_async_with_config(
+        url,
+        stream,
+        Some(ws_config(d.max_message_size)),
+    )
+    .await
+    .map_err(|e| format!("WebSocket handshake with {host}:{port} failed: {e}"))?;
     Ok(ws)
 }
 
@@ -111,13 +129,22 @@ pub async fn run_client<R: Runtime>(
     stop: Stop,
 ) -> Result<(), RunError> {
     let origin = StdInstant::now();
-    let machine = ClientMachine::new(opts.machine.clone(), os_ids(), Instant::ZERO).map_err(RunError::Config)?;
+    let machine = ClientMachine::new(opts.machine.clone(), os_ids(), Instant::ZERO)
+        .map_err(RunError::Config)?;
     let link = LinkSettings {
         tls: Some(crate::tls::connector(&opts.tls).map_err(RunError::Config)?),
         proxy: opts.upstream_proxy.clone(),
         env_proxy: !opts.no_env_proxy,
     };
-    let driver = Driver::<R, ClientRole>::new(rt.clone(), origin, machine, events, opts.max_message_size, None, link);
+    let driver = Driver::<R, ClientRole>::new(
+        rt.clone(),
+        origin,
+        machine,
+        events,
+        opts.max_message_size,
+        None,
+        link,
+    );
     driver.with(|m, now| m.start(now));
     {
         let d = driver.clone();
@@ -129,7 +156,17 @@ pub async fn run_client<R: Runtime>(
         if driver.lock().fatal.is_some() {
             break;
         }
-        let stopped = futures_lite::future::or(async { stop.wait().await; true }, async { l.await; false }).await;
+        let stopped = futures_lite::future::or(
+            async {
+                stop.wait().await;
+                true
+            },
+            async {
+                l.await;
+                false
+            },
+        )
+        .await;
         if stopped {
             break;
         }
@@ -148,8 +185,17 @@ mod tests {
 
     #[test]
     fn parses_urls() {
-        assert_eq!(url_parts("ws://h:1/socket?x").unwrap(), (false, "h".into(), 1));
-        assert_eq!(url_parts("wss://h/socket").unwrap(), (true, "h".into(), 443));
-        assert_eq!(url_parts("ws://[::1]:8/x").unwrap(), (false, "::1".into(), 8));
+        assert_eq!(
+            url_parts("ws://h:1/socket?x").unwrap(),
+            (false, "h".into(), 1)
+        );
+        assert_eq!(
+            url_parts("wss://h/socket").unwrap(),
+            (true, "h".into(), 443)
+        );
+        assert_eq!(
+            url_parts("ws://[::1]:8/x").unwrap(),
+            (false, "::1".into(), 8)
+        );
     }
 }

@@ -16,7 +16,9 @@ use bytes::{Bytes, BytesMut};
 use event_listener::Event;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use linksocks_core::addr::TargetAddr;
-use linksocks_core::session::{ConnId, Event as MachineEvent, LinkId, ListenerId, Machine, Output, UdpId};
+use linksocks_core::session::{
+    ConnId, Event as MachineEvent, LinkId, ListenerId, Machine, Output, UdpId,
+};
 use linksocks_core::time::Instant;
 use tracing::{debug, error, info, warn};
 
@@ -347,7 +349,7 @@ impl<R: Runtime, P: Role<R>> Driver<R, P> {
             match target {
                 Some(t) => {
                     let sleep = self.rt.sleep_until(self.to_std(t));
-                    futures_lite::future::or(async { sleep.await }, async {
+                    futures_lite::future::or(sleep, async {
                         let _ = wake.await;
                     })
                     .await;
@@ -393,10 +395,16 @@ impl<R: Runtime, P: Role<R>> Driver<R, P> {
                 return;
             }
             let sleep = self.rt.sleep_until(deadline);
-            let done = futures_lite::future::or(async { l.await; false }, async {
-                sleep.await;
-                true
-            })
+            let done = futures_lite::future::or(
+                async {
+                    l.await;
+                    false
+                },
+                async {
+                    sleep.await;
+                    true
+                },
+            )
             .await;
             if done {
                 return;
@@ -407,13 +415,23 @@ impl<R: Runtime, P: Role<R>> Driver<R, P> {
     // ------------------------------------------------------------------ links
 
     /// Register a link's socket and start its reader and writer.
-    pub fn attach_link<S>(self: &Arc<Self>, st: &mut State<P::M>, link: LinkId, ws: async_tungstenite::WebSocketStream<S>)
-    where
+    pub fn attach_link<S>(
+        self: &Arc<Self>,
+        st: &mut State<P::M>,
+        link: LinkId,
+        ws: async_tungstenite::WebSocketStream<S>,
+    ) where
         S: futures_io::AsyncRead + futures_io::AsyncWrite + Unpin + Send + 'static,
     {
         let (tx, rx) = async_channel::unbounded();
         let gate = Arc::new(Gate::default());
-        st.links.insert(link, LinkHandle { tx, gate: gate.clone() });
+        st.links.insert(
+            link,
+            LinkHandle {
+                tx,
+                gate: gate.clone(),
+            },
+        );
         self.live_links.fetch_add(1, Ordering::SeqCst);
         let (sender, receiver) = ws.split();
         let me = self.clone();
@@ -442,7 +460,13 @@ impl<R: Runtime, P: Role<R>> Driver<R, P> {
 
     // ------------------------------------------------------------------ listeners
 
-    fn listen(self: &Arc<Self>, st: &mut State<P::M>, listener: ListenerId, host: String, port: u16) {
+    fn listen(
+        self: &Arc<Self>,
+        st: &mut State<P::M>,
+        listener: ListenerId,
+        host: String,
+        port: u16,
+    ) {
         let closed = Arc::new(Event::new());
         let alive = Arc::new(AtomicBool::new(true));
         st.listeners.insert(
@@ -476,11 +500,12 @@ impl<R: Runtime, P: Role<R>> Driver<R, P> {
                 if !alive.load(Ordering::SeqCst) {
                     return;
                 }
-                let accepted = futures_lite::future::or(async { Some(R::accept(&l).await) }, async {
-                    closed_l.await;
-                    None
-                })
-                .await;
+                let accepted =
+                    futures_lite::future::or(async { Some(R::accept(&l).await) }, async {
+                        closed_l.await;
+                        None
+                    })
+                    .await;
                 match accepted {
                     None => return,
                     Some(Ok((stream, peer))) => {
@@ -495,7 +520,9 @@ impl<R: Runtime, P: Role<R>> Driver<R, P> {
                     Some(Err(e)) => {
                         // EMFILE and friends: don't spin.
                         warn!("accept failed: {e}");
-                        me.rt.sleep_until(StdInstant::now() + Duration::from_millis(50)).await;
+                        me.rt
+                            .sleep_until(StdInstant::now() + Duration::from_millis(50))
+                            .await;
                     }
                 }
             }
@@ -508,16 +535,30 @@ impl<R: Runtime, P: Role<R>> Driver<R, P> {
     fn attach_conn(self: &Arc<Self>, st: &mut State<P::M>, conn: ConnId, stream: R::Tcp) {
         let (tx, rx) = async_channel::unbounded();
         let gate = Arc::new(Gate::default());
-        st.conns.insert(conn, ConnHandle { tx, gate: gate.clone() });
+        st.conns.insert(
+            conn,
+            ConnHandle {
+                tx,
+                gate: gate.clone(),
+            },
+        );
         self.start_conn(conn, stream, rx, gate);
     }
 
-    fn start_conn(self: &Arc<Self>, conn: ConnId, stream: R::Tcp, rx: async_channel::Receiver<ConnCmd>, gate: Arc<Gate>) {
+    fn start_conn(
+        self: &Arc<Self>,
+        conn: ConnId,
+        stream: R::Tcp,
+        rx: async_channel::Receiver<ConnCmd>,
+        gate: Arc<Gate>,
+    ) {
         let reader = R::tcp_clone(&stream);
         let me = self.clone();
-        self.rt.spawn(async move { me.conn_writer(conn, stream, rx).await });
+        self.rt
+            .spawn(async move { me.conn_writer(conn, stream, rx).await });
         let me = self.clone();
-        self.rt.spawn(async move { me.conn_reader(conn, reader, gate).await });
+        self.rt
+            .spawn(async move { me.conn_reader(conn, reader, gate).await });
     }
 
     async fn conn_reader(self: Arc<Self>, conn: ConnId, mut s: R::Tcp, gate: Arc<Gate>) {
@@ -556,7 +597,12 @@ impl<R: Runtime, P: Role<R>> Driver<R, P> {
         }
     }
 
-    async fn conn_writer(self: Arc<Self>, conn: ConnId, mut s: R::Tcp, rx: async_channel::Receiver<ConnCmd>) {
+    async fn conn_writer(
+        self: Arc<Self>,
+        conn: ConnId,
+        mut s: R::Tcp,
+        rx: async_channel::Receiver<ConnCmd>,
+    ) {
         while let Ok(cmd) = rx.recv().await {
             match cmd {
                 ConnCmd::Write(data) => {
@@ -584,10 +630,22 @@ impl<R: Runtime, P: Role<R>> Driver<R, P> {
         R::tcp_shutdown(&s);
     }
 
-    fn dial(self: &Arc<Self>, st: &mut State<P::M>, conn: ConnId, target: TargetAddr, timeout: Duration) {
+    fn dial(
+        self: &Arc<Self>,
+        st: &mut State<P::M>,
+        conn: ConnId,
+        target: TargetAddr,
+        timeout: Duration,
+    ) {
         let (tx, rx) = async_channel::unbounded();
         let gate = Arc::new(Gate::default());
-        st.conns.insert(conn, ConnHandle { tx: tx.clone(), gate: gate.clone() });
+        st.conns.insert(
+            conn,
+            ConnHandle {
+                tx: tx.clone(),
+                gate: gate.clone(),
+            },
+        );
         if self.events.is_some() {
             self.report(RunEvent::Dialing(target.to_string()));
         }
@@ -597,7 +655,9 @@ impl<R: Runtime, P: Role<R>> Driver<R, P> {
             let attempt = async {
                 match &me.upstream {
                     Some(p) => crate::proxy::connect_via(&me.rt, p, &target).await,
-                    None => crate::connect::connect_target(&me.rt, &target).await.map(|s| (s, Bytes::new())),
+                    None => crate::connect::connect_target(&me.rt, &target)
+                        .await
+                        .map(|s| (s, Bytes::new())),
                 }
             };
             let result = futures_lite::future::or(attempt, async {
@@ -652,7 +712,11 @@ impl<R: Runtime, P: Role<R>> Driver<R, P> {
             let bound = match addr {
                 Some(a) => me.rt.udp_bind(a).await,
                 // Dual-stack first, so one socket reaches IPv4 and IPv6 destinations.
-                None => match me.rt.udp_bind(SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0)).await {
+                None => match me
+                    .rt
+                    .udp_bind(SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0))
+                    .await
+                {
                     Ok(s) => Ok(s),
                     Err(_) => me.rt.udp_bind(SocketAddr::from(([0, 0, 0, 0], 0))).await,
                 },
@@ -693,10 +757,13 @@ impl<R: Runtime, P: Role<R>> Driver<R, P> {
                 if !alive.load(Ordering::SeqCst) {
                     return;
                 }
-                let got = futures_lite::future::or(async { Some(R::udp_recv_from(&sock, &mut buf).await) }, async {
-                    closed_l.await;
-                    None
-                })
+                let got = futures_lite::future::or(
+                    async { Some(R::udp_recv_from(&sock, &mut buf).await) },
+                    async {
+                        closed_l.await;
+                        None
+                    },
+                )
                 .await;
                 match got {
                     None => return,
@@ -714,7 +781,9 @@ impl<R: Runtime, P: Role<R>> Driver<R, P> {
 /// A v6 socket sends to v4 destinations through their v4-mapped form.
 fn fit_family<R: Runtime>(sock: &R::Udp, to: SocketAddr) -> SocketAddr {
     match (R::udp_local_addr(sock), to) {
-        (Ok(SocketAddr::V6(_)), SocketAddr::V4(v4)) => SocketAddr::new(IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port()),
+        (Ok(SocketAddr::V6(_)), SocketAddr::V4(v4)) => {
+            SocketAddr::new(IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port())
+        }
         _ => to,
     }
 }

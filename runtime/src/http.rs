@@ -34,21 +34,28 @@ impl Head {
     }
 
     pub fn is_websocket_upgrade(&self) -> bool {
-        self.header("upgrade").is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
-            && self
-                .header("connection")
-                .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
+        self.header("upgrade")
+            .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+            && self.header("connection").is_some_and(|v| {
+                v.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+            })
     }
 }
 
 /// Read a request head. Returns it and whatever followed it in the same reads.
-pub async fn read_head<S: futures_io::AsyncRead + Unpin>(s: &mut S) -> io::Result<(Head, BytesMut)> {
+pub async fn read_head<S: futures_io::AsyncRead + Unpin>(
+    s: &mut S,
+) -> io::Result<(Head, BytesMut)> {
     let mut buf = BytesMut::with_capacity(1024);
     let mut chunk = [0u8; 2048];
     loop {
         let n = s.read(&mut chunk).await?;
         if n == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed before the request head"));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "connection closed before the request head",
+            ));
         }
         buf.extend_from_slice(&chunk[..n]);
         let mut headers = [httparse::EMPTY_HEADER; 64];
@@ -61,7 +68,12 @@ pub async fn read_head<S: futures_io::AsyncRead + Unpin>(s: &mut S) -> io::Resul
                     headers: req
                         .headers
                         .iter()
-                        .map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).into_owned()))
+                        .map(|h| {
+                            (
+                                h.name.to_string(),
+                                String::from_utf8_lossy(h.value).into_owned(),
+                            )
+                        })
                         .collect(),
                 };
                 buf.advance(len);
@@ -69,9 +81,17 @@ pub async fn read_head<S: futures_io::AsyncRead + Unpin>(s: &mut S) -> io::Resul
             }
             Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => continue,
             Ok(httparse::Status::Partial) => {
-                return Err(io::Error::new(io::ErrorKind::InvalidData, "request head too large"))
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "request head too large",
+                ))
             }
-            Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, format!("bad HTTP request: {e}"))),
+            Err(e) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("bad HTTP request: {e}"),
+                ))
+            }
         }
     }
 }
@@ -83,15 +103,24 @@ pub async fn read_body<S: futures_io::AsyncRead + Unpin>(
     mut rest: BytesMut,
     limit: usize,
 ) -> io::Result<Bytes> {
-    let len: usize = head.header("content-length").and_then(|v| v.trim().parse().ok()).unwrap_or(0);
+    let len: usize = head
+        .header("content-length")
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
     if len > limit {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "request body too large"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "request body too large",
+        ));
     }
     while rest.len() < len {
         let mut chunk = [0u8; 4096];
         let n = s.read(&mut chunk).await?;
         if n == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "body cut short"));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "body cut short",
+            ));
         }
         rest.extend_from_slice(&chunk[..n]);
     }
@@ -127,7 +156,10 @@ pub async fn respond<S: futures_io::AsyncWrite + Unpin>(
     };
     let mut head = format!("HTTP/1.1 {status} {reason}\r\n");
     if !content_type.is_empty() {
-        head.push_str(&format!("Content-Type: {content_type}\r\nContent-Length: {}\r\n", body.len()));
+        head.push_str(&format!(
+            "Content-Type: {content_type}\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
     }
     for (k, v) in extra_headers {
         head.push_str(&format!("{k}: {v}\r\n"));
@@ -154,7 +186,11 @@ impl<S> Prefixed<S> {
 }
 
 impl<S: futures_io::AsyncRead + Unpin> futures_io::AsyncRead for Prefixed<S> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
         if !self.prefix.is_empty() {
             let n = self.prefix.len().min(buf.len());
             buf[..n].copy_from_slice(&self.prefix[..n]);
@@ -166,7 +202,11 @@ impl<S: futures_io::AsyncRead + Unpin> futures_io::AsyncRead for Prefixed<S> {
 }
 
 impl<S: futures_io::AsyncWrite + Unpin> futures_io::AsyncWrite for Prefixed<S> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
     fn poll_write_vectored(
@@ -190,6 +230,9 @@ mod tests {
 
     #[test]
     fn rfc6455_example_key() {
-        assert_eq!(accept_key("dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaK+gYUcQ6Rvv6uARk=");
+        assert_eq!(
+            accept_key("dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
     }
 }

@@ -53,8 +53,15 @@ pub trait Runtime: Clone + Send + Sync + 'static {
 
     fn udp_bind(&self, addr: SocketAddr) -> BoxFuture<'static, io::Result<Self::Udp>>;
     fn udp_local_addr(u: &Self::Udp) -> io::Result<SocketAddr>;
-    fn udp_send_to<'a>(u: &'a Self::Udp, buf: &'a [u8], to: SocketAddr) -> BoxFuture<'a, io::Result<usize>>;
-    fn udp_recv_from<'a>(u: &'a Self::Udp, buf: &'a mut [u8]) -> BoxFuture<'a, io::Result<(usize, SocketAddr)>>;
+    fn udp_send_to<'a>(
+        u: &'a Self::Udp,
+        buf: &'a [u8],
+        to: SocketAddr,
+    ) -> BoxFuture<'a, io::Result<usize>>;
+    fn udp_recv_from<'a>(
+        u: &'a Self::Udp,
+        buf: &'a mut [u8],
+    ) -> BoxFuture<'a, io::Result<(usize, SocketAddr)>>;
 }
 
 mod client;

@@ -76,8 +76,12 @@ pub async fn write_loop<R, P, S>(
     }
 }
 
-pub async fn read_loop<R, P, S>(d: &Arc<Driver<R, P>>, link: LinkId, mut receiver: WebSocketReceiver<S>, gate: Arc<Gate>)
-where
+pub async fn read_loop<R, P, S>(
+    d: &Arc<Driver<R, P>>,
+    link: LinkId,
+    mut receiver: WebSocketReceiver<S>,
+    gate: Arc<Gate>,
+) where
     R: Runtime,
     P: Role<R>,
     S: futures_io::AsyncRead + futures_io::AsyncWrite + Unpin + Send + 'static,
@@ -88,7 +92,9 @@ where
             Some(Ok(Message::Binary(b))) => d.with(|m, now| m.handle_link_message(now, link, b)),
             Some(Ok(Message::Pong(_))) => d.with(|m, now| m.handle_link_pong(now, link)),
             Some(Ok(Message::Ping(_))) | Some(Ok(Message::Frame(_))) => {}
-            Some(Ok(Message::Text(_))) => trace!(%link, "text message ignored (the protocol is binary)"),
+            Some(Ok(Message::Text(_))) => {
+                trace!(%link, "text message ignored (the protocol is binary)")
+            }
             Some(Ok(Message::Close(_))) | None => {
                 d.link_lost(link, "closed by peer");
                 return;

@@ -10,22 +10,34 @@ use crate::{ProxyKind, ProxyUrl, Runtime};
 
 /// Open a tunnel to `target` through `proxy`. Returns the stream and any bytes of the tunnel
 /// that arrived with the proxy's answer.
-pub async fn connect_via<R: Runtime>(rt: &R, proxy: &ProxyUrl, target: &TargetAddr) -> Result<(R::Tcp, Bytes), String> {
+pub async fn connect_via<R: Runtime>(
+    rt: &R,
+    proxy: &ProxyUrl,
+    target: &TargetAddr,
+) -> Result<(R::Tcp, Bytes), String> {
     let at = TargetAddr::from_host_port(&proxy.host, proxy.port);
-    let mut s = crate::connect::connect_target(rt, &at)
-        .await
-        .map_err(|e| format!("upstream proxy {}:{} unreachable: {e}", proxy.host, proxy.port))?;
+    let mut s = crate::connect::connect_target(rt, &at).await.map_err(|e| {
+        format!(
+            "upstream proxy {}:{} unreachable: {e}",
+            proxy.host, proxy.port
+        )
+    })?;
     let creds = proxy
         .username
         .as_ref()
         .map(|u| Credentials::new(u.clone(), proxy.password.clone().unwrap_or_default()));
     enum Hs {
-        Socks(Socks5Client),
-        Http(HttpConnectClient),
+        Socks(Box<Socks5Client>),
+        Http(Box<HttpConnectClient>),
     }
+    // try_new: a target the proxy protocol cannot carry is an error now, not a silent stall.
     let mut hs = match proxy.kind {
-        ProxyKind::Socks5 => Hs::Socks(Socks5Client::new(target.clone(), creds)),
-        ProxyKind::Http => Hs::Http(HttpConnectClient::new(target.clone(), creds)),
+        ProxyKind::Socks5 => Hs::Socks(Box::new(
+            Socks5Client::try_new(target.clone(), creds).map_err(|e| e.to_string())?,
+        )),
+        ProxyKind::Http => Hs::Http(Box::new(
+            HttpConnectClient::try_new(target.clone(), creds).map_err(|e| e.to_string())?,
+        )),
     };
     let mut buf = vec![0u8; 4096];
     let mut pending: Vec<u8> = Vec::new();
@@ -36,10 +48,17 @@ pub async fn connect_via<R: Runtime>(rt: &R, proxy: &ProxyUrl, target: &TargetAd
                 Hs::Http(c) => c.poll_transmit(),
             };
             let Some(out) = out else { break };
-            s.write_all(&out).await.map_err(|e| format!("upstream proxy: {e}"))?;
+            s.write_all(&out)
+                .await
+                .map_err(|e| format!("upstream proxy: {e}"))?;
         }
-        s.flush().await.map_err(|e| format!("upstream proxy: {e}"))?;
-        let n = s.read(&mut buf).await.map_err(|e| format!("upstream proxy: {e}"))?;
+        s.flush()
+            .await
+            .map_err(|e| format!("upstream proxy: {e}"))?;
+        let n = s
+            .read(&mut buf)
+            .await
+            .map_err(|e| format!("upstream proxy: {e}"))?;
         if n == 0 {
             return Err("upstream proxy closed the connection during its handshake".into());
         }
@@ -71,7 +90,10 @@ pub fn env_proxy(host: &str, tls: bool) -> Option<ProxyUrl> {
             .filter(|v| !v.trim().is_empty())
     };
     if let Some(no) = var("NO_PROXY") {
-        let h = host.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
+        let h = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_ascii_lowercase();
         for pat in no.split(',').map(|p| p.trim().to_ascii_lowercase()) {
             let pat = pat.trim_start_matches('.');
             if pat == "*" || (!pat.is_empty() && (h == pat || h.ends_with(&format!(".{pat}")))) {
@@ -79,7 +101,12 @@ pub fn env_proxy(host: &str, tls: bool) -> Option<ProxyUrl> {
             }
         }
     }
-    let raw = if tls { var("HTTPS_PROXY") } else { var("HTTP_PROXY") }.or_else(|| var("ALL_PROXY"))?;
+    let raw = if tls {
+        var("HTTPS_PROXY")
+    } else {
+        var("HTTP_PROXY")
+    }
+    .or_else(|| var("ALL_PROXY"))?;
     match crate::proxy_url::parse_proxy_url(&raw) {
         Ok(p) => Some(p),
         Err(e) => {

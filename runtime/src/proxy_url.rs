@@ -63,7 +63,13 @@ pub fn parse_proxy_url(input: &str) -> Result<ProxyUrl, String> {
             Ok(p) => p,
         },
     };
-    Ok(ProxyUrl { kind, host, port, username, password })
+    Ok(ProxyUrl {
+        kind,
+        host,
+        port,
+        username,
+        password,
+    })
 }
 
 /// The URL for logs and banners: everything but the password.
@@ -77,7 +83,11 @@ pub fn display(p: &ProxyUrl) -> String {
         (Some(u), None) => format!("{u}@"),
         _ => String::new(),
     };
-    let host = if p.host.contains(':') { format!("[{}]", p.host) } else { p.host.clone() };
+    let host = if p.host.contains(':') {
+        format!("[{}]", p.host)
+    } else {
+        p.host.clone()
+    };
     format!("{scheme}://{user}{host}:{}", p.port)
 }
 
@@ -101,7 +111,9 @@ fn split_host_port(hp: &str) -> Result<(String, Option<&str>), String> {
         return Err("no host".into());
     }
     let (host, port) = if let Some(inner) = hp.strip_prefix('[') {
-        let (h, after) = inner.split_once(']').ok_or("unclosed '[' in IPv6 address")?;
+        let (h, after) = inner
+            .split_once(']')
+            .ok_or("unclosed '[' in IPv6 address")?;
         if h.parse::<std::net::Ipv6Addr>().is_err() {
             return Err(format!("{h:?} is not an IPv6 address"));
         }
@@ -114,7 +126,9 @@ fn split_host_port(hp: &str) -> Result<(String, Option<&str>), String> {
         match hp.split_once(':') {
             Some((h, p)) => {
                 if p.contains(':') {
-                    return Err("IPv6 addresses must be written in brackets, e.g. [::1]:1080".into());
+                    return Err(
+                        "IPv6 addresses must be written in brackets, e.g. [::1]:1080".into(),
+                    );
                 }
                 (h.to_string(), Some(p))
             }
@@ -136,7 +150,8 @@ fn percent_decode(s: &str) -> Result<String, String> {
         if b[i] == b'%' {
             let hex = b.get(i + 1..i + 3).ok_or("truncated percent-escape")?;
             let hex = std::str::from_utf8(hex).map_err(|_| "invalid percent-escape")?;
-            let v = u8::from_str_radix(hex, 16).map_err(|_| format!("invalid percent-escape %{hex}"))?;
+            let v = u8::from_str_radix(hex, 16)
+                .map_err(|_| format!("invalid percent-escape %{hex}"))?;
             out.push(v);
             i += 3;
         } else {
@@ -144,7 +159,8 @@ fn percent_decode(s: &str) -> Result<String, String> {
             i += 1;
         }
     }
-    String::from_utf8(out).map_err(|_| "credentials are not valid UTF-8 after percent-decoding".into())
+    String::from_utf8(out)
+        .map_err(|_| "credentials are not valid UTF-8 after percent-decoding".into())
 }
 
 #[cfg(test)]
@@ -158,7 +174,10 @@ mod tests {
     #[test]
     fn schemes_and_default_ports() {
         let u = p("socks5://127.0.0.1");
-        assert_eq!((u.kind, u.host.as_str(), u.port), (ProxyKind::Socks5, "127.0.0.1", 1080));
+        assert_eq!(
+            (u.kind, u.host.as_str(), u.port),
+            (ProxyKind::Socks5, "127.0.0.1", 1080)
+        );
         assert_eq!((u.username, u.password), (None, None));
         let u = p("http://proxy.example");
         assert_eq!((u.kind, u.port), (ProxyKind::Http, 8080));
@@ -171,14 +190,26 @@ mod tests {
     #[test]
     fn credentials_are_percent_decoded() {
         let u = p("socks5://user:pass@127.0.0.1:1080");
-        assert_eq!((u.username.as_deref(), u.password.as_deref()), (Some("user"), Some("pass")));
+        assert_eq!(
+            (u.username.as_deref(), u.password.as_deref()),
+            (Some("user"), Some("pass"))
+        );
         let u = p("http://a%40b:p%3Aw%2Fd%25@h:1");
-        assert_eq!((u.username.as_deref(), u.password.as_deref()), (Some("a@b"), Some("p:w/d%")));
+        assert_eq!(
+            (u.username.as_deref(), u.password.as_deref()),
+            (Some("a@b"), Some("p:w/d%"))
+        );
         let u = p("socks5://onlyuser@h");
-        assert_eq!((u.username.as_deref(), u.password), (Some("onlyuser"), None));
+        assert_eq!(
+            (u.username.as_deref(), u.password),
+            (Some("onlyuser"), None)
+        );
         // The last '@' separates the host, so a raw '@' in the password still works.
         let u = p("socks5://u:p@ss@h:2");
-        assert_eq!((u.password.as_deref(), u.host.as_str()), (Some("p@ss"), "h"));
+        assert_eq!(
+            (u.password.as_deref(), u.host.as_str()),
+            (Some("p@ss"), "h")
+        );
         let u = p("socks5://@h");
         assert_eq!(u.username, None);
     }
@@ -216,7 +247,10 @@ mod tests {
             assert!(parse_proxy_url(s).is_err(), "{s:?} accepted");
         }
         let e = parse_proxy_url("ftp://h").unwrap_err();
-        assert!(e.contains("unsupported upstream proxy scheme \"ftp\""), "{e}");
+        assert!(
+            e.contains("unsupported upstream proxy scheme \"ftp\""),
+            "{e}"
+        );
     }
 
     #[test]

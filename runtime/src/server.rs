@@ -45,7 +45,9 @@ const PORT_POOL: std::ops::RangeInclusive<u16> = 1024..=10240;
 fn pick_port(host: &str) -> Option<u16> {
     let span = (PORT_POOL.end() - PORT_POOL.start()) as u32 + 1;
     let start = (uuid::Uuid::new_v4().as_u128() % span as u128) as u32;
-    (0..span).map(|i| PORT_POOL.start() + ((start + i) % span) as u16).find(|p| std::net::TcpListener::bind((host, *p)).is_ok())
+    (0..span)
+        .map(|i| PORT_POOL.start() + ((start + i) % span) as u16)
+        .find(|p| std::net::TcpListener::bind((host, *p)).is_ok())
 }
 
 /// Random bytes from the operating system (through uuid's generator).
@@ -83,8 +85,14 @@ pub async fn run_server<R: Runtime>(
         r.map_err(|e| RunError::Config(format!("cannot add token: {e}")))?;
     }
     let addr = format!("{}:{}", opts.ws_host, opts.ws_port);
-    let bind_err = |e: std::io::Error| RunError::Bind { addr: addr.clone(), source: e };
-    let addrs = rt.resolve(opts.ws_host.clone(), opts.ws_port).await.map_err(bind_err)?;
+    let bind_err = |e: std::io::Error| RunError::Bind {
+        addr: addr.clone(),
+        source: e,
+    };
+    let addrs = rt
+        .resolve(opts.ws_host.clone(), opts.ws_port)
+        .await
+        .map_err(bind_err)?;
     let first = *addrs
         .first()
         .ok_or_else(|| bind_err(std::io::Error::other("host has no address")))?;
@@ -107,18 +115,24 @@ pub async fn run_server<R: Runtime>(
     );
     driver.report(RunEvent::WebSocketListening(local));
     driver.with(|_, _| ());
-    let api = opts.api_key.clone().map(|key| Arc::new(Api { key, socks_host: opts.socks_host.clone() }));
+    let api = opts.api_key.clone().map(|key| {
+        Arc::new(Api {
+            key,
+            socks_host: opts.socks_host.clone(),
+        })
+    });
     {
         let d = driver.clone();
         let stop = stop.clone();
         rt.spawn(async move { d.run_timers(stop).await });
     }
     loop {
-        let accepted = futures_lite::future::or(async { Some(R::accept(&listener).await) }, async {
-            stop.wait().await;
-            None
-        })
-        .await;
+        let accepted =
+            futures_lite::future::or(async { Some(R::accept(&listener).await) }, async {
+                stop.wait().await;
+                None
+            })
+            .await;
         match accepted {
             None => break,
             Some(Ok((stream, peer))) => {
@@ -131,10 +145,13 @@ pub async fn run_server<R: Runtime>(
                         None => MaybeTls::Plain(stream),
                         Some(a) => {
                             let timeout = d.rt.sleep_until(StdInstant::now() + HEAD_TIMEOUT);
-                            let hs = futures_lite::future::or(async { Some(a.accept(stream).await) }, async {
-                                timeout.await;
-                                None
-                            })
+                            let hs = futures_lite::future::or(
+                                async { Some(a.accept(stream).await) },
+                                async {
+                                    timeout.await;
+                                    None
+                                },
+                            )
                             .await;
                             match hs {
                                 Some(Ok(s)) => MaybeTls::Server(Box::new(s)),
@@ -151,7 +168,8 @@ pub async fn run_server<R: Runtime>(
             }
             Some(Err(e)) => {
                 warn!("accept failed: {e}");
-                rt.sleep_until(StdInstant::now() + Duration::from_millis(50)).await;
+                rt.sleep_until(StdInstant::now() + Duration::from_millis(50))
+                    .await;
             }
         }
     }
@@ -168,16 +186,24 @@ async fn serve_http<R: Runtime>(
     api: Option<Arc<Api>>,
 ) {
     let timeout = d.rt.sleep_until(StdInstant::now() + HEAD_TIMEOUT);
-    let head = futures_lite::future::or(async { Some(http::read_head(&mut stream).await) }, async {
-        timeout.await;
-        None
-    })
-    .await;
+    let head =
+        futures_lite::future::or(async { Some(http::read_head(&mut stream).await) }, async {
+            timeout.await;
+            None
+        })
+        .await;
     let (head, rest) = match head {
         Some(Ok(h)) => h,
         Some(Err(e)) => {
             debug!(%peer, "bad HTTP request: {e}");
-            let _ = http::respond(&mut stream, 400, "text/plain; charset=utf-8", &[], b"400 Bad Request\n").await;
+            let _ = http::respond(
+                &mut stream,
+                400,
+                "text/plain; charset=utf-8",
+                &[],
+                b"400 Bad Request\n",
+            )
+            .await;
             return;
         }
         None => {
@@ -189,7 +215,14 @@ async fn serve_http<R: Runtime>(
     if path == "/socket" || path.starts_with("/socket/") {
         let key = head.header("sec-websocket-key").map(str::to_string);
         let (true, Some(key)) = (head.is_websocket_upgrade(), key) else {
-            let _ = http::respond(&mut stream, 400, "text/plain; charset=utf-8", &[], b"Bad Request\n").await;
+            let _ = http::respond(
+                &mut stream,
+                400,
+                "text/plain; charset=utf-8",
+                &[],
+                b"Bad Request\n",
+            )
+            .await;
             return;
         };
         let accept = http::accept_key(&key);
@@ -197,7 +230,11 @@ async fn serve_http<R: Runtime>(
             &mut stream,
             101,
             "",
-            &[("Upgrade", "websocket"), ("Connection", "Upgrade"), ("Sec-WebSocket-Accept", &accept)],
+            &[
+                ("Upgrade", "websocket"),
+                ("Connection", "Upgrade"),
+                ("Sec-WebSocket-Accept", &accept),
+            ],
             b"",
         )
         .await
@@ -226,14 +263,28 @@ async fn serve_http<R: Runtime>(
         } else {
             format!("LinkSocks v{version} is running but API is not enabled.\n")
         };
-        let _ = http::respond(&mut stream, 200, "text/plain; charset=utf-8", &[], body.as_bytes()).await;
+        let _ = http::respond(
+            &mut stream,
+            200,
+            "text/plain; charset=utf-8",
+            &[],
+            body.as_bytes(),
+        )
+        .await;
         return;
     }
     if let Some(api) = api.filter(|_| path.starts_with("/api/") || path == "/metrics") {
         let body = match http::read_body(&mut stream, &head, rest, 64 << 10).await {
             Ok(b) => b,
             Err(e) => {
-                let _ = http::respond(&mut stream, 400, "text/plain; charset=utf-8", &[], format!("{e}\n").as_bytes()).await;
+                let _ = http::respond(
+                    &mut stream,
+                    400,
+                    "text/plain; charset=utf-8",
+                    &[],
+                    format!("{e}\n").as_bytes(),
+                )
+                .await;
                 return;
             }
         };
@@ -261,7 +312,14 @@ async fn serve_http<R: Runtime>(
         if resp.status == 401 {
             debug!(%peer, "API request with a wrong key");
         }
-        let _ = http::respond(&mut stream, resp.status, resp.content_type, &[], resp.body.as_bytes()).await;
+        let _ = http::respond(
+            &mut stream,
+            resp.status,
+            resp.content_type,
+            &[],
+            resp.body.as_bytes(),
+        )
+        .await;
         return;
     }
     let _ = http::respond(

@@ -114,7 +114,13 @@ impl Batcher {
         }
     }
 
-    fn push_paced(&mut self, now: Instant, chunk: Bytes, link_busy: bool, cfg: &DataConfig) -> Ready {
+    fn push_paced(
+        &mut self,
+        now: Instant,
+        chunk: Bytes,
+        link_busy: bool,
+        cfg: &DataConfig,
+    ) -> Ready {
         let big = chunk.len() >= cfg.max_batch / 2;
         if self.is_empty() && (!link_busy || big) {
             return Ready::one(chunk);
@@ -130,7 +136,8 @@ impl Batcher {
             }
         }
         self.hold(now, chunk);
-        if self.held_len >= cfg.max_batch {
+        // The link has room again, or the batch is full: send what waited, with this chunk.
+        if !link_busy || self.held_len >= cfg.max_batch {
             if let Some(b) = self.take() {
                 ready.push(b);
             }
@@ -239,22 +246,30 @@ mod tests {
         let c = cfg(BatchPolicy::LinkPaced);
         let mut b = Batcher::new();
         for _ in 0..10 {
-            assert_eq!(b.push(t(0), Bytes::from_static(b"abc"), true, &c).count(), 0);
+            assert_eq!(
+                b.push(t(0), Bytes::from_static(b"abc"), true, &c).count(),
+                0
+            );
         }
         assert_eq!(b.deadline(&c), Some(t(0) + c.max_delay));
         assert_eq!(b.flush(t(1), &c).unwrap().len(), 30);
         // A big chunk flushes what is held, then goes itself, in order.
-        b.push(t(2), Bytes::from_static(b"x"), true, &c).for_each(drop);
+        b.push(t(2), Bytes::from_static(b"x"), true, &c)
+            .for_each(drop);
         let big = Bytes::from(vec![7u8; c.max_batch]);
         let out: Vec<_> = b.push(t(2), big, true, &c).collect();
-        assert_eq!(out.iter().map(|b| b.len()).collect::<Vec<_>>(), vec![1, c.max_batch]);
+        assert_eq!(
+            out.iter().map(|b| b.len()).collect::<Vec<_>>(),
+            vec![1, c.max_batch]
+        );
     }
 
     #[test]
     fn held_data_is_sent_before_a_chunk_on_an_idle_link() {
         let c = cfg(BatchPolicy::LinkPaced);
         let mut b = Batcher::new();
-        b.push(t(0), Bytes::from_static(b"ab"), true, &c).for_each(drop);
+        b.push(t(0), Bytes::from_static(b"ab"), true, &c)
+            .for_each(drop);
         let out: Vec<_> = b.push(t(0), Bytes::from_static(b"cd"), false, &c).collect();
         assert_eq!(out.concat(), b"abcd");
     }
@@ -264,8 +279,15 @@ mod tests {
         let c = cfg(BatchPolicy::Adaptive);
         let mut b = Batcher::new();
         // Delay 0: everything goes at once; a fast flow then switches to 20 ms.
-        assert_eq!(b.push(t(0), Bytes::from(vec![0; 1000]), false, &c).count(), 1);
-        assert_eq!(b.push(t(1), Bytes::from(vec![0; 100_000]), false, &c).count(), 1);
+        assert_eq!(
+            b.push(t(0), Bytes::from(vec![0; 1000]), false, &c).count(),
+            1
+        );
+        assert_eq!(
+            b.push(t(1), Bytes::from(vec![0; 100_000]), false, &c)
+                .count(),
+            1
+        );
         assert_eq!(b.adaptive_delay(), ADAPTIVE_MIN);
         assert_eq!(b.push(t(2), Bytes::from(vec![0; 10]), false, &c).count(), 0);
         assert_eq!(b.deadline(&c), Some(t(22)));

@@ -63,13 +63,25 @@ pub struct ClientMachine {
 /// What the URL the user gave becomes: scheme ws/wss, empty path `/socket`.
 pub fn normalize_url(url: &str) -> Result<String, String> {
     let url = url.trim();
-    let (scheme, rest) = url
-        .split_once("://")
-        .ok_or_else(|| format!("invalid server URL {url:?}: expected ws://, wss://, http:// or https://"))?;
+    // Like the reference, a bare host means wss:// (what a server behind a CDN speaks).
+    let owned;
+    let url = if url.contains("://") {
+        url
+    } else {
+        owned = format!("wss://{url}");
+        owned.as_str()
+    };
+    let (scheme, rest) = url.split_once("://").ok_or_else(|| {
+        format!("invalid server URL {url:?}: expected ws://, wss://, http:// or https://")
+    })?;
     let scheme = match scheme.to_ascii_lowercase().as_str() {
         "ws" | "http" => "ws",
         "wss" | "https" => "wss",
-        other => return Err(format!("invalid server URL {url:?}: unsupported scheme {other:?}")),
+        other => {
+            return Err(format!(
+                "invalid server URL {url:?}: unsupported scheme {other:?}"
+            ))
+        }
     };
     let (authority, path_query) = match rest.find(['/', '?']) {
         Some(i) => (&rest[..i], &rest[i..]),
@@ -275,7 +287,13 @@ impl ClientMachine {
         }
     }
 
-    fn on_auth_response(&mut self, now: Instant, link: LinkId, success: bool, error: Option<String>) {
+    fn on_auth_response(
+        &mut self,
+        now: Instant,
+        link: LinkId,
+        success: bool,
+        error: Option<String>,
+    ) {
         let Some(&slot) = self.slot_of.get(&link) else {
             return;
         };
@@ -324,7 +342,9 @@ impl ClientMachine {
 
     fn on_control(&mut self, now: Instant, link: LinkId, msg: Message) {
         match msg {
-            Message::AuthResponse { success, error } => self.on_auth_response(now, link, success, error),
+            Message::AuthResponse { success, error } => {
+                self.on_auth_response(now, link, success, error)
+            }
             Message::Partners { count } => self.plane.event(Event::Partners { count }),
             Message::Log { level, msg } => self.plane.event(Event::PeerLog { level, msg }),
             Message::ConnectorResponse {
@@ -338,7 +358,9 @@ impl ClientMachine {
                 }
                 self.connector_request = None;
                 if success {
-                    let token = token.or_else(|| self.connector_token.clone()).unwrap_or_default();
+                    let token = token
+                        .or_else(|| self.connector_token.clone())
+                        .unwrap_or_default();
                     self.connector_token = Some(token.clone());
                     self.plane.event(Event::ConnectorToken { token });
                 } else {
@@ -364,7 +386,10 @@ impl ClientMachine {
         }
         if !self.cfg.reconnect {
             if self.slots.iter().all(|s| s.link.is_none()) {
-                self.fatal(now, "connection to the server lost (reconnect disabled)".into());
+                self.fatal(
+                    now,
+                    "connection to the server lost (reconnect disabled)".into(),
+                );
             }
             return;
         }
@@ -399,8 +424,11 @@ impl Machine for ClientMachine {
                 if self.cfg.role == ClientRole::Provider && ready {
                     self.plane.dial(now, link, c);
                 } else {
-                    self.plane
-                        .refuse_connect(link, c.channel, "this client does not accept connections");
+                    self.plane.refuse_connect(
+                        link,
+                        c.channel,
+                        "this client does not accept connections",
+                    );
                 }
             }
         }
@@ -411,7 +439,8 @@ impl Machine for ClientMachine {
             return;
         }
         debug!(%link, %reason, "link closed");
-        self.plane.remove_link(now, link, "connection to the server lost");
+        self.plane
+            .remove_link(now, link, "connection to the server lost");
         self.slot_lost(now, link);
     }
 
@@ -423,7 +452,12 @@ impl Machine for ClientMachine {
         self.plane.link_alive(link);
     }
 
-    fn handle_listener_bound(&mut self, now: Instant, listener: ListenerId, result: Result<SocketAddr, String>) {
+    fn handle_listener_bound(
+        &mut self,
+        now: Instant,
+        listener: ListenerId,
+        result: Result<SocketAddr, String>,
+    ) {
         self.plane.listener_bound(listener, &result);
         if let Err(e) = result {
             if self.listener == Some(listener) {
@@ -438,7 +472,13 @@ impl Machine for ClientMachine {
         }
     }
 
-    fn handle_accept(&mut self, now: Instant, listener: ListenerId, peer: SocketAddr, local: SocketAddr) -> ConnId {
+    fn handle_accept(
+        &mut self,
+        now: Instant,
+        listener: ListenerId,
+        peer: SocketAddr,
+        local: SocketAddr,
+    ) -> ConnId {
         self.plane.accept(now, listener, peer, local)
     }
 
@@ -510,7 +550,7 @@ mod tests {
         assert_eq!(normalize_url("http://h:1").unwrap(), "ws://h:1/socket");
         assert_eq!(normalize_url("https://h/").unwrap(), "wss://h/socket");
         assert_eq!(normalize_url("ws://h/x?a=1").unwrap(), "ws://h/x?a=1");
-        assert!(normalize_url("h:1").is_err());
+        assert_eq!(normalize_url("h:1").unwrap(), "wss://h:1/socket");
         assert!(normalize_url("ftp://h").is_err());
     }
 

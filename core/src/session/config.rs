@@ -176,7 +176,7 @@ impl ClientConfig {
 }
 
 /// Server settings. Tokens are added with the `ServerMachine` token methods.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct ServerConfig {
     /// Providers may add their own connector tokens (`-a`).
     pub connector_autonomy: bool,
@@ -185,16 +185,4 @@ pub struct ServerConfig {
     pub fast_open: bool,
     pub timings: Timings,
     pub data: DataConfig,
-}
-
-impl Default for ServerConfig {
-    fn default() -> Self {
-        ServerConfig {
-            connector_autonomy: false,
-            socks_nowait: false,
-            fast_open: false,
-            timings: Timings::default(),
-            data: DataConfig::default(),
-        }
-    }
 }

@@ -14,16 +14,30 @@ use crate::addr::TargetAddr;
 pub enum Output {
     /// Client role: open a WebSocket link to `url` (ws:// or wss://, query included). Report
     /// the outcome with `ClientMachine::handle_link_opened` or `Machine::handle_link_closed`.
-    OpenLink { link: LinkId, url: String },
+    OpenLink {
+        link: LinkId,
+        url: String,
+    },
     /// Send one binary WebSocket message. Report it written with `handle_link_sent(frame.len())`.
-    Transmit { link: LinkId, frame: Bytes },
+    Transmit {
+        link: LinkId,
+        frame: Bytes,
+    },
     /// Send a WebSocket ping; report the pong with `handle_link_pong`.
-    Ping { link: LinkId },
+    Ping {
+        link: LinkId,
+    },
     /// Close the link once the frames already handed out are written.
-    CloseLink { link: LinkId },
+    CloseLink {
+        link: LinkId,
+    },
     /// Stop reading messages from the link (a local writer is slow); `ResumeLink` undoes it.
-    PauseLink { link: LinkId },
-    ResumeLink { link: LinkId },
+    PauseLink {
+        link: LinkId,
+    },
+    ResumeLink {
+        link: LinkId,
+    },
 
     /// Open a SOCKS5 TCP listener; report with `handle_listener_bound`, then each accepted
     /// socket with `handle_accept`.
@@ -33,7 +47,9 @@ pub enum Output {
         port: u16,
     },
     /// Close a listener (sockets already accepted stay).
-    Unlisten { listener: ListenerId },
+    Unlisten {
+        listener: ListenerId,
+    },
 
     /// Connect a TCP socket to `target` (resolving a domain name here, on the dialling side);
     /// give up after `timeout`. Report with `handle_dial_result`, then read it like any socket.
@@ -43,13 +59,23 @@ pub enum Output {
         timeout: Duration,
     },
     /// Write bytes to a local socket; report progress with `handle_conn_written`.
-    Write { conn: ConnId, data: Bytes },
+    Write {
+        conn: ConnId,
+        data: Bytes,
+    },
     /// Stop reading from a local socket until `ResumeRead` (backpressure: the link is full).
-    PauseRead { conn: ConnId },
-    ResumeRead { conn: ConnId },
+    PauseRead {
+        conn: ConnId,
+    },
+    ResumeRead {
+        conn: ConnId,
+    },
     /// Close a local socket after the writes already handed out. `abort` asks for a reset
     /// (SO_LINGER 0) so the application sees an error rather than a clean end of stream.
-    Close { conn: ConnId, abort: bool },
+    Close {
+        conn: ConnId,
+        abort: bool,
+    },
 
     /// Bind a UDP socket on `addr` (port 0 = any). `None`: any address of either family, for a
     /// dialling side that may send to IPv4 and IPv6 destinations.
@@ -63,7 +89,9 @@ pub enum Output {
         to: TargetAddr,
         data: Bytes,
     },
-    CloseUdp { udp: UdpId },
+    CloseUdp {
+        udp: UdpId,
+    },
 
     /// Something the driver or the user should know about.
     Event(Event),
@@ -76,7 +104,10 @@ pub enum Event {
     /// A link authenticated.
     LinkReady { link: LinkId },
     /// A listener is serving.
-    Listening { listener: ListenerId, addr: SocketAddr },
+    Listening {
+        listener: ListenerId,
+        addr: SocketAddr,
+    },
     /// The peer sent a Log message.
     PeerLog { level: String, msg: String },
     /// The peer says how many partners (providers or connectors) share our token.

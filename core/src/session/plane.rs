@@ -395,7 +395,9 @@ impl Plane {
         let keys: Vec<ChanKey> = self
             .channels
             .iter()
-            .filter(|(_, c)| c.link == link || matches!(c.local, Local::Route(Some(o)) if o == link))
+            .filter(|(_, c)| {
+                c.link == link || matches!(c.local, Local::Route(Some(o)) if o == link)
+            })
             .map(|(k, _)| *k)
             .collect();
         for key in keys {
@@ -663,7 +665,8 @@ impl Plane {
         self.stats.channels_opened += 1;
         match request.command {
             Command::Connect => {
-                let mut ch = Channel::new(id, Protocol::Tcp, link, Local::Conn(conn), Side::Socks, now);
+                let mut ch =
+                    Channel::new(id, Protocol::Tcp, link, Local::Conn(conn), Side::Socks, now);
                 ch.early = early;
                 ch.early_len = early_len;
                 self.channels.insert(key, ch);
@@ -885,7 +888,13 @@ impl Plane {
 
     /// Start relaying a Connect from `from` (a connector) to `to` (a provider); `to = None`
     /// holds it until [`Plane::route_to`] names a provider.
-    pub fn relay(&mut self, now: Instant, from: LinkId, connect: Connect, to: Option<LinkId>) -> Option<ChanKey> {
+    pub fn relay(
+        &mut self,
+        now: Instant,
+        from: LinkId,
+        connect: Connect,
+        to: Option<LinkId>,
+    ) -> Option<ChanKey> {
         if self.by_wire.contains_key(&(from, connect.channel)) {
             return None;
         }
@@ -908,9 +917,13 @@ impl Plane {
         );
         match to {
             Some(to) => self.route_to(now, key, to, &connect),
-            None => self
-                .timers
-                .set(Timer::Chan(key), now + self.timings.connect_timeout.min(self.timings.connector_wait_provider)),
+            None => self.timers.set(
+                Timer::Chan(key),
+                now + self
+                    .timings
+                    .connect_timeout
+                    .min(self.timings.connector_wait_provider),
+            ),
         }
         Some(key)
     }
@@ -1122,7 +1135,10 @@ impl Plane {
             if !ch.replied {
                 if let Some(conn) = ch.conn() {
                     self.count_reply(Reply::HostUnreachable as u8);
-                    self.write(conn, socks::encode_reply(Reply::HostUnreachable, unspecified()));
+                    self.write(
+                        conn,
+                        socks::encode_reply(Reply::HostUnreachable, unspecified()),
+                    );
                 }
                 if let Some(c) = self.channels.get_mut(&key) {
                     c.replied = true;
@@ -1174,7 +1190,10 @@ impl Plane {
         if ch.side == Side::Socks && !ch.replied {
             if let Some(conn) = ch.conn() {
                 self.count_reply(Reply::HostUnreachable as u8);
-                self.write(conn, socks::encode_reply(Reply::HostUnreachable, unspecified()));
+                self.write(
+                    conn,
+                    socks::encode_reply(Reply::HostUnreachable, unspecified()),
+                );
             }
         }
         self.remove_channel(key, abort);
@@ -1415,7 +1434,10 @@ impl Plane {
                     Side::Socks => {
                         if let Some(conn) = ch.conn() {
                             self.count_reply(Reply::GeneralFailure as u8);
-                            self.write(conn, socks::encode_reply(Reply::GeneralFailure, unspecified()));
+                            self.write(
+                                conn,
+                                socks::encode_reply(Reply::GeneralFailure, unspecified()),
+                            );
                         }
                         self.remove_channel(key, false);
                     }
@@ -1533,7 +1555,8 @@ impl Plane {
                     return;
                 };
                 let source = TargetAddr::from_host_port(&t.addr, t.port);
-                let mut b = BytesMut::with_capacity(socks::udp_header_len(&source) + d.payload.len());
+                let mut b =
+                    BytesMut::with_capacity(socks::udp_header_len(&source) + d.payload.len());
                 socks::encode_udp_header(&mut b, &source);
                 b.extend_from_slice(&d.payload);
                 self.out.push_back(Output::SendUdp {
@@ -1568,7 +1591,13 @@ impl Plane {
 
     /// End a channel because something failed under it (its link, a deadline, the sweep).
     /// Far ends other than `dead_link` hear a Disconnect with `reason`.
-    pub fn abort_channel(&mut self, now: Instant, key: ChanKey, dead_link: Option<LinkId>, reason: &str) {
+    pub fn abort_channel(
+        &mut self,
+        now: Instant,
+        key: ChanKey,
+        dead_link: Option<LinkId>,
+        reason: &str,
+    ) {
         let _ = now;
         let Some(ch) = self.channels.get(&key) else {
             return;
@@ -1590,7 +1619,10 @@ impl Plane {
         if ch.side == Side::Socks && !ch.replied {
             if let Some(conn) = ch.conn() {
                 self.count_reply(Reply::GeneralFailure as u8);
-                self.write(conn, socks::encode_reply(Reply::GeneralFailure, unspecified()));
+                self.write(
+                    conn,
+                    socks::encode_reply(Reply::GeneralFailure, unspecified()),
+                );
             }
         }
         for l in notify {
@@ -1658,7 +1690,10 @@ impl Plane {
                             if !self.channels.get(&key).is_some_and(|c| c.replied) {
                                 if let Some(conn) = self.channels.get(&key).and_then(|c| c.conn()) {
                                     self.count_reply(Reply::HostUnreachable as u8);
-                                    self.write(conn, socks::encode_reply(Reply::HostUnreachable, unspecified()));
+                                    self.write(
+                                        conn,
+                                        socks::encode_reply(Reply::HostUnreachable, unspecified()),
+                                    );
                                 }
                                 if let Some(c) = self.channels.get_mut(&key) {
                                     c.replied = true;
@@ -1693,7 +1728,9 @@ impl Plane {
         let idle: Vec<ChanKey> = self
             .channels
             .iter()
-            .filter(|(_, c)| now.saturating_duration_since(c.last_active) >= self.timings.idle_timeout)
+            .filter(|(_, c)| {
+                now.saturating_duration_since(c.last_active) >= self.timings.idle_timeout
+            })
             .map(|(k, _)| *k)
             .collect();
         for key in idle {

@@ -174,7 +174,13 @@ impl ServerMachine {
 
     fn insert(&mut self, token: String, kind: Kind) {
         self.by_hash.insert(token_hash(&token), token.clone());
-        self.tokens.insert(token, Token { kind, links: Vec::new() });
+        self.tokens.insert(
+            token,
+            Token {
+                kind,
+                links: Vec::new(),
+            },
+        );
     }
 
     /// Add a forward token (`None`: generate). Returns the token.
@@ -207,11 +213,18 @@ impl ServerMachine {
     }
 
     /// Add a connector token for an existing reverse token.
-    pub fn add_connector_token(&mut self, token: Option<String>, reverse: &str) -> Result<String, TokenError> {
+    pub fn add_connector_token(
+        &mut self,
+        token: Option<String>,
+        reverse: &str,
+    ) -> Result<String, TokenError> {
         if reverse.is_empty() {
             return Err(TokenError::NoReverseToken);
         }
-        if !matches!(self.tokens.get(reverse).map(|t| &t.kind), Some(Kind::Reverse(_))) {
+        if !matches!(
+            self.tokens.get(reverse).map(|t| &t.kind),
+            Some(Kind::Reverse(_))
+        ) {
             return Err(TokenError::ReverseNotFound);
         }
         let token = self.check_new(token)?;
@@ -250,7 +263,9 @@ impl ServerMachine {
             let connectors: Vec<String> = self
                 .tokens
                 .iter()
-                .filter(|(_, c)| matches!(&c.kind, Kind::Connector { reverse, .. } if reverse == token))
+                .filter(
+                    |(_, c)| matches!(&c.kind, Kind::Connector { reverse, .. } if reverse == token),
+                )
                 .map(|(k, _)| k.clone())
                 .collect();
             for c in connectors {
@@ -322,8 +337,14 @@ impl ServerMachine {
             match k {
                 "token" => hash = Some(v.to_ascii_lowercase()),
                 // Absent or empty: any role the token has (the reference's rule).
-                "reverse" if !v.is_empty() => reverse = Some(v.eq_ignore_ascii_case("true") || v == "1"),
-                "instance" => instance = uuid::Uuid::parse_str(v).ok().map(|u| InstanceId(*u.as_bytes())),
+                "reverse" if !v.is_empty() => {
+                    reverse = Some(v.eq_ignore_ascii_case("true") || v == "1")
+                }
+                "instance" => {
+                    instance = uuid::Uuid::parse_str(v)
+                        .ok()
+                        .map(|u| InstanceId(*u.as_bytes()))
+                }
                 _ => {}
             }
         }
@@ -349,13 +370,23 @@ impl ServerMachine {
         self.plane.emit(Output::CloseLink { link });
     }
 
-    fn authenticate(&mut self, now: Instant, link: LinkId, token: Option<String>, reverse: Option<bool>, instance: Option<InstanceId>) {
-        let role = token.as_ref().and_then(|t| self.tokens.get(t)).and_then(|t| match (&t.kind, reverse) {
-            (Kind::Forward, Some(false) | None) => Some(Role::Forward),
-            (Kind::Reverse(_), Some(true) | None) => Some(Role::Provider),
-            (Kind::Connector { .. }, Some(false) | None) => Some(Role::Connector),
-            _ => None,
-        });
+    fn authenticate(
+        &mut self,
+        now: Instant,
+        link: LinkId,
+        token: Option<String>,
+        reverse: Option<bool>,
+        instance: Option<InstanceId>,
+    ) {
+        let role = token
+            .as_ref()
+            .and_then(|t| self.tokens.get(t))
+            .and_then(|t| match (&t.kind, reverse) {
+                (Kind::Forward, Some(false) | None) => Some(Role::Forward),
+                (Kind::Reverse(_), Some(true) | None) => Some(Role::Provider),
+                (Kind::Connector { .. }, Some(false) | None) => Some(Role::Connector),
+                _ => None,
+            });
         let (Some(role), Some(token)) = (role, token) else {
             debug!(%link, "authentication refused");
             self.refuse(link, "invalid token");
@@ -417,10 +448,20 @@ impl ServerMachine {
             .flat_map(|t| t.links.iter().copied())
             .collect();
         for p in &providers {
-            self.plane.send(*p, &Message::Partners { count: connectors.len() as i64 });
+            self.plane.send(
+                *p,
+                &Message::Partners {
+                    count: connectors.len() as i64,
+                },
+            );
         }
         for c in &connectors {
-            self.plane.send(*c, &Message::Partners { count: providers.len() as i64 });
+            self.plane.send(
+                *c,
+                &Message::Partners {
+                    count: providers.len() as i64,
+                },
+            );
         }
     }
 
@@ -475,22 +516,27 @@ impl ServerMachine {
             match self.pick_provider(reverse, None) {
                 Some(p) => self.plane.start_socks_channel(now, conn, p),
                 None => {
-                    if let Some(Kind::Reverse(r)) = self.tokens.get_mut(reverse).map(|t| &mut t.kind) {
+                    if let Some(Kind::Reverse(r)) =
+                        self.tokens.get_mut(reverse).map(|t| &mut t.kind)
+                    {
                         r.waiting_socks.push_front(conn);
                     }
                     return;
                 }
             }
         }
-        let pending: Vec<(u64, Connect, Option<LinkId>)> = match self.tokens.get_mut(reverse).map(|t| &mut t.kind) {
-            Some(Kind::Reverse(r)) => r.waiting_relays.drain(..).collect(),
-            _ => return,
-        };
+        let pending: Vec<(u64, Connect, Option<LinkId>)> =
+            match self.tokens.get_mut(reverse).map(|t| &mut t.kind) {
+                Some(Kind::Reverse(r)) => r.waiting_relays.drain(..).collect(),
+                _ => return,
+            };
         for (key, connect, owner) in pending {
             match self.pick_provider(reverse, owner) {
                 Some(p) => self.plane.route_to(now, key, p, &connect),
                 None => {
-                    if let Some(Kind::Reverse(r)) = self.tokens.get_mut(reverse).map(|t| &mut t.kind) {
+                    if let Some(Kind::Reverse(r)) =
+                        self.tokens.get_mut(reverse).map(|t| &mut t.kind)
+                    {
                         r.waiting_relays.push_back((key, connect, owner));
                     }
                 }
@@ -533,19 +579,32 @@ impl ServerMachine {
                     return;
                 };
                 if to.is_none() {
-                    if let Some(Kind::Reverse(r)) = self.tokens.get_mut(&reverse).map(|t| &mut t.kind) {
+                    if let Some(Kind::Reverse(r)) =
+                        self.tokens.get_mut(&reverse).map(|t| &mut t.kind)
+                    {
                         r.waiting_relays.push_back((key, c, owner));
                     }
                 }
             }
             Role::Provider | Role::Pending => {
-                self.plane.refuse_connect(link, c.channel, "connect not allowed on this link");
+                self.plane
+                    .refuse_connect(link, c.channel, "connect not allowed on this link");
             }
         }
     }
 
-    fn on_connector(&mut self, link: LinkId, channel: crate::ids::ChannelId, token: String, op: ConnectorOp) {
-        let peer_token = self.peers.get(&link).filter(|p| p.role == Role::Provider).and_then(|p| p.token.clone());
+    fn on_connector(
+        &mut self,
+        link: LinkId,
+        channel: crate::ids::ChannelId,
+        token: String,
+        op: ConnectorOp,
+    ) {
+        let peer_token = self
+            .peers
+            .get(&link)
+            .filter(|p| p.role == Role::Provider)
+            .and_then(|p| p.token.clone());
         let respond = |plane: &mut Plane, result: Result<Option<String>, String>| {
             let msg = match result {
                 Ok(token) => Message::ConnectorResponse {
@@ -564,13 +623,19 @@ impl ServerMachine {
             plane.send(link, &msg);
         };
         let Some(reverse) = peer_token else {
-            respond(&mut self.plane, Err("only providers manage connector tokens".into()));
+            respond(
+                &mut self.plane,
+                Err("only providers manage connector tokens".into()),
+            );
             return;
         };
         let allowed = self.cfg.connector_autonomy
             || matches!(self.tokens.get(&reverse).map(|t| &t.kind), Some(Kind::Reverse(r)) if r.allow_manage_connector);
         if !allowed {
-            respond(&mut self.plane, Err("connector management is not allowed".into()));
+            respond(
+                &mut self.plane,
+                Err("connector management is not allowed".into()),
+            );
             return;
         }
         match op {
@@ -585,7 +650,10 @@ impl ServerMachine {
                         *owner = Some(link);
                         respond(&mut self.plane, Ok(Some(token)));
                     } else {
-                        respond(&mut self.plane, Err(TokenError::ConnectorExists.to_string()));
+                        respond(
+                            &mut self.plane,
+                            Err(TokenError::ConnectorExists.to_string()),
+                        );
                     }
                     return;
                 }
@@ -602,10 +670,16 @@ impl ServerMachine {
                         info!(%link, "provider added a connector token");
                         respond(&mut self.plane, Ok(Some(t)));
                     }
-                    Err(TokenError::Exists) => respond(&mut self.plane, Err(TokenError::ConnectorExists.to_string())),
+                    Err(TokenError::Exists) => respond(
+                        &mut self.plane,
+                        Err(TokenError::ConnectorExists.to_string()),
+                    ),
                     Err(TokenError::Anonymous) => respond(
                         &mut self.plane,
-                        Err("'anonymous' is reserved and cannot be used as a connector token".into()),
+                        Err(
+                            "'anonymous' is reserved and cannot be used as a connector token"
+                                .into(),
+                        ),
                     ),
                     Err(e) => respond(&mut self.plane, Err(e.to_string())),
                 }
@@ -618,7 +692,11 @@ impl ServerMachine {
                     return;
                 }
                 // Removal closes the connector's links (their channels end with them).
-                let links = self.tokens.get(&token).map(|t| t.links.clone()).unwrap_or_default();
+                let links = self
+                    .tokens
+                    .get(&token)
+                    .map(|t| t.links.clone())
+                    .unwrap_or_default();
                 self.tokens.remove(&token);
                 self.by_hash.remove(&token_hash(&token));
                 for l in links {
@@ -629,17 +707,30 @@ impl ServerMachine {
     }
 
     fn on_control(&mut self, now: Instant, link: LinkId, msg: Message) {
-        let pending = self.peers.get(&link).is_some_and(|p| p.role == Role::Pending);
+        let pending = self
+            .peers
+            .get(&link)
+            .is_some_and(|p| p.role == Role::Pending);
         match msg {
             Message::Auth(a) if pending => {
-                self.authenticate(now, link, Some(a.token).filter(|t| self.tokens.contains_key(t)), Some(a.reverse), Some(a.instance));
+                self.authenticate(
+                    now,
+                    link,
+                    Some(a.token).filter(|t| self.tokens.contains_key(t)),
+                    Some(a.reverse),
+                    Some(a.instance),
+                );
             }
             _ if pending => {
                 debug!(%link, "message before authentication ignored");
             }
-            Message::Connector { channel, token, op } => self.on_connector(link, channel, token, op),
+            Message::Connector { channel, token, op } => {
+                self.on_connector(link, channel, token, op)
+            }
             Message::Log { level, msg } => debug!(%link, %level, %msg, "log from client"),
-            Message::DirectTransport { .. } => debug!(%link, "direct-transport message ignored (not supported)"),
+            Message::DirectTransport { .. } => {
+                debug!(%link, "direct-transport message ignored (not supported)")
+            }
             other => debug!(%link, "unexpected {} ignored", other.name()),
         }
     }
@@ -707,13 +798,26 @@ impl Machine for ServerMachine {
         self.plane.link_alive(link);
     }
 
-    fn handle_listener_bound(&mut self, _now: Instant, listener: ListenerId, result: Result<SocketAddr, String>) {
+    fn handle_listener_bound(
+        &mut self,
+        _now: Instant,
+        listener: ListenerId,
+        result: Result<SocketAddr, String>,
+    ) {
         if let Err(e) = &result {
             let token = self.listener_token.remove(&listener);
-            if let Some(Kind::Reverse(r)) = token.as_ref().and_then(|t| self.tokens.get_mut(t)).map(|t| &mut t.kind) {
+            if let Some(Kind::Reverse(r)) = token
+                .as_ref()
+                .and_then(|t| self.tokens.get_mut(t))
+                .map(|t| &mut t.kind)
+            {
                 r.listener = None;
             }
-            let addr = self.plane.listeners.get(&listener).map(|l| format!("{}:{}", l.socks.host, l.socks.port));
+            let addr = self
+                .plane
+                .listeners
+                .get(&listener)
+                .map(|l| format!("{}:{}", l.socks.host, l.socks.port));
             tracing::error!(addr = addr.unwrap_or_default(), error = %e, "cannot open SOCKS5 listener");
             self.plane.listeners.remove(&listener);
             return;
@@ -721,7 +825,13 @@ impl Machine for ServerMachine {
         self.plane.listener_bound(listener, &result);
     }
 
-    fn handle_accept(&mut self, now: Instant, listener: ListenerId, peer: SocketAddr, local: SocketAddr) -> ConnId {
+    fn handle_accept(
+        &mut self,
+        now: Instant,
+        listener: ListenerId,
+        peer: SocketAddr,
+        local: SocketAddr,
+    ) -> ConnId {
         self.plane.accept(now, listener, peer, local)
     }
 

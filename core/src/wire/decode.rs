@@ -204,14 +204,19 @@ pub fn decode(frame: Bytes, limits: &DecodeLimits) -> Result<Message, WireError>
         }
         kind::PARTNERS => {
             let body = r.json_body()?;
-            let count = body.get("count").and_then(|c| c.as_i64()).ok_or(WireError::Invalid {
-                message,
-                field: "count",
-                reason: "missing or not an integer",
-            })?;
+            let count = body
+                .get("count")
+                .and_then(|c| c.as_i64())
+                .ok_or(WireError::Invalid {
+                    message,
+                    field: "count",
+                    reason: "missing or not an integer",
+                })?;
             Message::Partners { count }
         }
-        kind::DIRECT_CAPABILITIES..=kind::CHANNEL_DATA_ACK => Message::DirectTransport { kind: kind_byte },
+        kind::DIRECT_CAPABILITIES..=kind::CHANNEL_DATA_ACK => {
+            Message::DirectTransport { kind: kind_byte }
+        }
         other => return Err(WireError::UnknownType(other)),
     };
     Ok(msg)

@@ -86,7 +86,10 @@ mod tests {
 
     #[test]
     fn garbage_is_an_error() {
-        assert!(matches!(decompress(b"not gzip", 10), Err(WireError::Gzip(_))));
+        assert!(matches!(
+            decompress(b"not gzip", 10),
+            Err(WireError::Gzip(_))
+        ));
     }
 
     #[test]
