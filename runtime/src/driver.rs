@@ -562,23 +562,25 @@ impl<R: Runtime, P: Role<R>> Driver<R, P> {
     }
 
     async fn conn_reader(self: Arc<Self>, conn: ConnId, mut s: R::Tcp, gate: Arc<Gate>) {
+        // Reads land behind room for a Data header, so the machine can frame them in place.
+        const ROOM: usize = linksocks_core::wire::DATA_HEADER_LEN;
         let mut size = READ_MIN;
         let mut buf = BytesMut::new();
         loop {
             gate.wait().await;
-            buf.reserve(size);
+            buf.reserve(ROOM + size);
             // Zeroing only the part not yet initialised would need unsafe; the cost is one
             // memset per byte read, small next to the copies a socket read implies.
-            buf.resize(size, 0);
-            let r = s.read(&mut buf[..]).await;
+            buf.resize(ROOM + size, 0);
+            let r = s.read(&mut buf[ROOM..]).await;
             match r {
                 Ok(0) => {
                     self.with(|m, now| m.handle_conn_closed(now, conn, None));
                     return;
                 }
                 Ok(n) => {
-                    buf.truncate(n);
-                    let data = buf.split().freeze();
+                    buf.truncate(ROOM + n);
+                    let data = buf.split();
                     size = if n == size {
                         (size * 2).min(READ_MAX)
                     } else if n < size / 8 {
@@ -586,7 +588,7 @@ impl<R: Runtime, P: Role<R>> Driver<R, P> {
                     } else {
                         size
                     };
-                    self.with(|m, now| m.handle_conn_data(now, conn, data));
+                    self.with(|m, now| m.handle_conn_read(now, conn, data));
                 }
                 Err(e) => {
                     let msg = e.to_string();

@@ -102,6 +102,20 @@ impl Batcher {
         })
     }
 
+    /// Whether [`Batcher::push`] would send a chunk of `len` bytes at once, alone and
+    /// unchanged. Lets the caller build that frame in place, around the bytes as they were read.
+    pub fn sends_at_once(&self, len: usize, link_busy: bool, cfg: &DataConfig) -> bool {
+        if !self.is_empty() || len == 0 {
+            return false;
+        }
+        match cfg.batch {
+            BatchPolicy::Immediate => true,
+            BatchPolicy::LinkPaced => !link_busy || len >= cfg.max_batch / 2,
+            // Its flushes also update the rate estimate: keep it on the one path.
+            BatchPolicy::Adaptive => false,
+        }
+    }
+
     /// Offer a chunk read from the local socket. `link_busy`: frames are queued on the link.
     pub fn push(&mut self, now: Instant, chunk: Bytes, link_busy: bool, cfg: &DataConfig) -> Ready {
         if chunk.is_empty() {

@@ -375,7 +375,7 @@ impl ClientMachine {
         }
     }
 
-    fn slot_lost(&mut self, now: Instant, link: LinkId) {
+    fn slot_lost(&mut self, now: Instant, link: LinkId, reason: &str) {
         let Some(slot) = self.slot_of.remove(&link) else {
             return;
         };
@@ -386,10 +386,12 @@ impl ClientMachine {
         }
         if !self.cfg.reconnect {
             if self.slots.iter().all(|s| s.link.is_none()) {
-                self.fatal(
-                    now,
-                    "connection to the server lost (reconnect disabled)".into(),
-                );
+                let what = if was_ready {
+                    "connection to the server lost"
+                } else {
+                    "cannot connect to the server"
+                };
+                self.fatal(now, format!("{what}: {reason} (reconnect disabled)"));
             }
             return;
         }
@@ -441,7 +443,7 @@ impl Machine for ClientMachine {
         debug!(%link, %reason, "link closed");
         self.plane
             .remove_link(now, link, "connection to the server lost");
-        self.slot_lost(now, link);
+        self.slot_lost(now, link, reason);
     }
 
     fn handle_link_sent(&mut self, now: Instant, link: LinkId, bytes: usize) {
@@ -488,6 +490,12 @@ impl Machine for ClientMachine {
 
     fn handle_conn_data(&mut self, now: Instant, conn: ConnId, data: Bytes) {
         if let Some(req) = self.plane.conn_data(now, conn, data) {
+            self.route(now, req);
+        }
+    }
+
+    fn handle_conn_read(&mut self, now: Instant, conn: ConnId, buf: bytes::BytesMut) {
+        if let Some(req) = self.plane.conn_read(now, conn, buf) {
             self.route(now, req);
         }
     }

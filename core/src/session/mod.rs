@@ -105,6 +105,14 @@ pub trait Machine {
     fn handle_dial_result(&mut self, now: Instant, conn: ConnId, result: Result<(), String>);
     /// Bytes were read from a local socket.
     fn handle_conn_data(&mut self, now: Instant, conn: ConnId, data: Bytes);
+    /// Bytes were read from a local socket into `buf[wire::DATA_HEADER_LEN..]`; the front is
+    /// free room the machine may use to frame them without a copy. Same meaning as
+    /// [`Machine::handle_conn_data`] otherwise.
+    fn handle_conn_read(&mut self, now: Instant, conn: ConnId, mut buf: bytes::BytesMut) {
+        let n = crate::wire::DATA_HEADER_LEN.min(buf.len());
+        let data = buf.split_off(n).freeze();
+        self.handle_conn_data(now, conn, data);
+    }
     /// A local socket reached EOF (`error` = None) or failed. The driver stops using it.
     fn handle_conn_closed(&mut self, now: Instant, conn: ConnId, error: Option<&str>);
     /// `bytes` handed out by [`Output::Write`] for `conn` were written to it.

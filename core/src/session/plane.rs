@@ -555,6 +555,55 @@ impl Plane {
         }
     }
 
+    /// Bytes read from a local socket into a buffer whose first [`DATA_HEADER_LEN`] bytes are
+    /// free. When they go out at once as one frame, the header is written in front of them and
+    /// the buffer itself becomes the frame: the payload is never copied on the way out.
+    pub fn conn_read(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        mut buf: BytesMut,
+    ) -> Option<SocksRequest> {
+        if buf.len() <= DATA_HEADER_LEN {
+            return None;
+        }
+        let len = buf.len() - DATA_HEADER_LEN;
+        if let Some(ConnEntry {
+            state: ConnState::Channel(key),
+            ..
+        }) = self.conns.get(&conn)
+        {
+            let key = *key;
+            let busy = self
+                .channels
+                .get(&key)
+                .is_some_and(|c| self.link_busy(c.link));
+            if let Some(ch) = self.channels.get_mut(&key) {
+                if ch.phase == Phase::Open
+                    && len < self.data.compression_threshold
+                    && ch.batch.sends_at_once(len, busy, &self.data)
+                {
+                    ch.last_active = now;
+                    let (link, id) = (ch.link, ch.id);
+                    encode_data_header(
+                        &mut buf[..DATA_HEADER_LEN],
+                        Protocol::Tcp,
+                        id,
+                        Compression::None,
+                        len as u32,
+                    );
+                    self.transmit(link, buf.freeze());
+                    if self.link_over(link) {
+                        self.pause_conn_read(conn, Some(link));
+                    }
+                    return None;
+                }
+            }
+        }
+        let data = buf.split_off(DATA_HEADER_LEN).freeze();
+        self.conn_data(now, conn, data)
+    }
+
     /// A local TCP socket ended (EOF or error).
     pub fn conn_closed(&mut self, now: Instant, conn: ConnId, error: Option<&str>) {
         let Some(entry) = self.conns.get(&conn) else {

@@ -845,6 +845,12 @@ impl Machine for ServerMachine {
         }
     }
 
+    fn handle_conn_read(&mut self, now: Instant, conn: ConnId, buf: bytes::BytesMut) {
+        if let Some(req) = self.plane.conn_read(now, conn, buf) {
+            self.on_socks_request(now, req);
+        }
+    }
+
     fn handle_conn_closed(&mut self, now: Instant, conn: ConnId, error: Option<&str>) {
         self.plane.conn_closed(now, conn, error);
     }
