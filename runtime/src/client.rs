@@ -7,7 +7,7 @@ use std::time::{Duration, Instant as StdInstant};
 use linksocks_core::addr::TargetAddr;
 use linksocks_core::session::{ClientMachine, LinkId, Machine};
 use linksocks_core::time::Instant;
-use tracing::debug;
+use tracing::warn;
 
 use crate::driver::{Driver, LinkSettings, Role};
 use crate::server::{os_ids, ws_config};
@@ -31,7 +31,9 @@ impl<R: Runtime> Role<R> for ClientRole {
                     d2.dispatch(&mut st);
                 }
                 Err(e) => {
-                    debug!(%link, "cannot reach the server: {e}");
+                    // Said at warn: a client that retries in silence (bad certificate, proxy
+                    // refusing) leaves its user guessing. Backoff bounds the repetition.
+                    warn!(%link, "cannot reach the server: {e}");
                     d2.with(|m, now| m.handle_link_closed(now, link, &e));
                 }
             }

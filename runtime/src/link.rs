@@ -90,8 +90,11 @@ pub async fn read_loop<R, P, S>(
         gate.wait().await;
         match receiver.next().await {
             Some(Ok(Message::Binary(b))) => d.with(|m, now| m.handle_link_message(now, link, b)),
-            Some(Ok(Message::Pong(_))) => d.with(|m, now| m.handle_link_pong(now, link)),
-            Some(Ok(Message::Ping(_))) | Some(Ok(Message::Frame(_))) => {}
+            // A ping from the peer (answered by tungstenite) proves it alive as a pong does.
+            Some(Ok(Message::Pong(_))) | Some(Ok(Message::Ping(_))) => {
+                d.with(|m, now| m.handle_link_pong(now, link))
+            }
+            Some(Ok(Message::Frame(_))) => {}
             Some(Ok(Message::Text(_))) => {
                 trace!(%link, "text message ignored (the protocol is binary)")
             }

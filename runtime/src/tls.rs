@@ -28,17 +28,28 @@ pub fn connector(tls: &ClientTls) -> Result<TlsConnector, String> {
     } else {
         let mut roots = rustls::RootCertStore::empty();
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        let mut pinned = Vec::new();
         if let Some(path) = &tls.ca_file {
             let certs = pki_types::CertificateDer::pem_file_iter(path)
                 .map_err(|e| format!("cannot read CA file {}: {e}", path.display()))?;
             for c in certs {
                 let c = c.map_err(|e| format!("bad certificate in {}: {e}", path.display()))?;
                 roots
-                    .add(c)
+                    .add(c.clone())
                     .map_err(|e| format!("unusable certificate in {}: {e}", path.display()))?;
+                pinned.push(c);
             }
         }
-        builder.with_root_certificates(roots).with_no_client_auth()
+        let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider(),
+        )
+        .build()
+        .map_err(|e| e.to_string())?;
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(Pinning { webpki, pinned }))
+            .with_no_client_auth()
     };
     Ok(TlsConnector::from(Arc::new(config)))
 }
@@ -66,6 +77,65 @@ pub fn acceptor(tls: &ServerTls) -> Result<TlsAcceptor, String> {
 pub fn server_name(host: &str) -> Result<pki_types::ServerName<'static>, String> {
     pki_types::ServerName::try_from(host.to_string())
         .map_err(|e| format!("invalid TLS server name {host:?}: {e}"))
+}
+
+/// The usual chain verification, plus: a server certificate that is itself in the CA file is
+/// accepted. `openssl req -x509` makes self-signed certificates marked CA:TRUE, which webpki
+/// refuses as a server's own certificate; curl and Go accept them from a CA file, and so do we.
+/// The handshake signature is still checked against that certificate's key.
+#[derive(Debug)]
+struct Pinning {
+    webpki: Arc<rustls::client::WebPkiServerVerifier>,
+    pinned: Vec<pki_types::CertificateDer<'static>>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for Pinning {
+    fn verify_server_cert(
+        &self,
+        end_entity: &pki_types::CertificateDer<'_>,
+        intermediates: &[pki_types::CertificateDer<'_>],
+        server_name: &pki_types::ServerName<'_>,
+        ocsp: &[u8],
+        now: pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        match self
+            .webpki
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+        {
+            Ok(v) => Ok(v),
+            Err(_)
+                if self
+                    .pinned
+                    .iter()
+                    .any(|p| p.as_ref() == end_entity.as_ref()) =>
+            {
+                Ok(rustls::client::danger::ServerCertVerified::assertion())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.webpki.supported_verify_schemes()
+    }
 }
 
 /// Accepts every certificate: `--insecure` only.

@@ -80,6 +80,11 @@ pub struct Channel {
     /// A link whose reading is paused because `early` is full; released when the channel
     /// opens, is routed, or ends.
     pub holding: Option<LinkId>,
+    /// An end that came before the channel opened, to carry out once it has: the local
+    /// socket's EOF/error (Socks side: send the held data, then Disconnect) or the peer's
+    /// Disconnect (Dialer: write the held data, then close the target; Relay: pass it on
+    /// after the held frames). `Some(error text)`.
+    pub pending_end: Option<Option<String>>,
     pub batch: Batcher,
     pub last_active: Instant,
 }
@@ -105,6 +110,7 @@ impl Channel {
             early: Vec::new(),
             early_len: 0,
             holding: None,
+            pending_end: None,
             batch: Batcher::new(),
             last_active: now,
         }

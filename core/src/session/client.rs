@@ -165,9 +165,9 @@ impl ClientMachine {
     }
 
     /// Open the links (and the SOCKS listener at once with `socks_no_wait`).
-    pub fn start(&mut self, _now: Instant) {
+    pub fn start(&mut self, now: Instant) {
         for slot in 0..self.slots.len() {
-            self.open_slot(slot);
+            self.open_slot(now, slot);
         }
         if self.cfg.socks_no_wait {
             self.start_listener();
@@ -203,9 +203,9 @@ impl ClientMachine {
         self.stopped
     }
 
-    fn open_slot(&mut self, slot: usize) {
+    fn open_slot(&mut self, now: Instant, slot: usize) {
         let link = self.plane.new_link_id();
-        self.plane.add_link(link);
+        self.plane.add_link(now, link);
         self.slots[slot].link = Some(link);
         self.slots[slot].phase = LinkPhase::Opening;
         self.slot_of.insert(link, slot);
@@ -252,7 +252,14 @@ impl ClientMachine {
     }
 
     fn pick_link(&mut self) -> Option<LinkId> {
-        let ready = self.ready_links();
+        let all = self.ready_links();
+        // New channels avoid a link stalled behind a slow reader when another can carry them.
+        let free: Vec<LinkId> = all
+            .iter()
+            .copied()
+            .filter(|l| !self.plane.link_congested(*l))
+            .collect();
+        let ready = if free.is_empty() { all } else { free };
         if ready.is_empty() {
             return None;
         }
@@ -450,8 +457,8 @@ impl Machine for ClientMachine {
         self.plane.link_sent(now, link, bytes);
     }
 
-    fn handle_link_pong(&mut self, _now: Instant, link: LinkId) {
-        self.plane.link_alive(link);
+    fn handle_link_pong(&mut self, now: Instant, link: LinkId) {
+        self.plane.link_alive(now, link);
     }
 
     fn handle_listener_bound(
@@ -527,7 +534,7 @@ impl Machine for ClientMachine {
                         continue;
                     }
                     self.plane.stats.reconnects += 1;
-                    self.open_slot(slot);
+                    self.open_slot(now, slot);
                 }
                 Timer::Conn(conn) => {
                     if self.plane.conn_deadline(conn) {

@@ -83,7 +83,7 @@ pub trait Machine {
     fn handle_link_closed(&mut self, now: Instant, link: LinkId, reason: &str);
     /// `bytes` of frames handed out for `link` were written to its socket.
     fn handle_link_sent(&mut self, now: Instant, link: LinkId, bytes: usize);
-    /// A pong answered our ping on `link`.
+    /// The peer showed it is alive without a message: a pong to our ping, or a ping of its own.
     fn handle_link_pong(&mut self, now: Instant, link: LinkId);
 
     /// A listener the machine asked for is bound (or failed to bind).
@@ -113,7 +113,9 @@ pub trait Machine {
         let data = buf.split_off(n).freeze();
         self.handle_conn_data(now, conn, data);
     }
-    /// A local socket reached EOF (`error` = None) or failed. The driver stops using it.
+    /// Reading a local socket ended: EOF (`error` = None; the application half-closed and may
+    /// still read what is written to it until [`Output::Close`]) or an error (the socket is
+    /// unusable). The driver reads it no more.
     fn handle_conn_closed(&mut self, now: Instant, conn: ConnId, error: Option<&str>);
     /// `bytes` handed out by [`Output::Write`] for `conn` were written to it.
     fn handle_conn_written(&mut self, now: Instant, conn: ConnId, bytes: usize);

@@ -74,6 +74,8 @@ pub struct LinkEntry {
     paused_by: usize,
     /// Channels holding a batch until this link drains.
     batched: Vec<ChanKey>,
+    /// When the peer last showed it is alive (any frame, ping or pong).
+    heard: Instant,
 }
 
 enum ConnState {
@@ -91,6 +93,8 @@ enum ConnState {
         local: SocketAddr,
         early: Vec<Bytes>,
         early_len: usize,
+        /// The application already ended its side.
+        eof: bool,
     },
     /// Carries a TCP channel.
     Channel(ChanKey),
@@ -103,6 +107,9 @@ struct ConnEntry {
     /// Bytes handed out in `Write` and not yet written.
     backlog: Backlog,
     read_paused: bool,
+    /// The link whose draining will resume this socket's reading (it is on that link's
+    /// `paused_readers`).
+    parked_on: Option<LinkId>,
     /// The link this socket's full write queue holds paused.
     blocking: Option<LinkId>,
 }
@@ -257,7 +264,7 @@ impl Plane {
     // ---------------------------------------------------------------- links
 
     /// Register a link (opened by the client, accepted by the server).
-    pub fn add_link(&mut self, link: LinkId) {
+    pub fn add_link(&mut self, now: Instant, link: LinkId) {
         self.links.insert(
             link,
             LinkEntry {
@@ -267,6 +274,7 @@ impl Plane {
                 paused_links: Vec::new(),
                 paused_by: 0,
                 batched: Vec::new(),
+                heard: now,
             },
         );
     }
@@ -301,6 +309,14 @@ impl Plane {
             }
             Err(e) => debug!(%link, error = %e, "cannot encode {}", msg.name()),
         }
+    }
+
+    /// A link not worth giving new channels: its reading is paused for a slow local writer,
+    /// or its unsent frames are over the high mark.
+    pub fn link_congested(&self, link: LinkId) -> bool {
+        self.links
+            .get(&link)
+            .is_some_and(|l| l.paused_by > 0 || l.backlog.is_over())
     }
 
     fn link_busy(&self, link: LinkId) -> bool {
@@ -338,6 +354,7 @@ impl Plane {
         }
         for conn in readers {
             if let Some(c) = self.conns.get_mut(&conn) {
+                c.parked_on = None;
                 if c.read_paused {
                     c.read_paused = false;
                     self.out.push_back(Output::ResumeRead { conn });
@@ -370,7 +387,11 @@ impl Plane {
     }
 
     /// Liveness: a pong (or any frame) arrived.
-    pub fn link_alive(&mut self, link: LinkId) {
+    /// The peer showed it is alive: any frame, a pong, or a ping of its own.
+    pub fn link_alive(&mut self, now: Instant, link: LinkId) {
+        if let Some(l) = self.links.get_mut(&link) {
+            l.heard = now;
+        }
         self.timers.cancel(Timer::Pong(link));
     }
 
@@ -467,6 +488,7 @@ impl Plane {
                 },
                 backlog: Backlog::new(self.data.conn_high_water, self.data.conn_low_water),
                 read_paused: false,
+                parked_on: None,
                 blocking: None,
             },
         );
@@ -542,6 +564,7 @@ impl Plane {
                             local,
                             early: if rest.is_empty() { vec![] } else { vec![rest] },
                             early_len,
+                            eof: false,
                         };
                         self.timers.cancel(Timer::Conn(conn));
                         Some(SocksRequest {
@@ -610,9 +633,26 @@ impl Plane {
             return;
         };
         match entry.state {
-            ConnState::Channel(key) | ConnState::UdpControl(key) => {
+            ConnState::Channel(key) => {
+                // The application may send its request, its data and its EOF at once: what it
+                // sent before the far side answered must still go, then the end.
+                if let Some(ch) = self.channels.get_mut(&key) {
+                    if ch.side == Side::Socks && ch.phase != Phase::Open && error.is_none() {
+                        ch.pending_end = Some(None);
+                        return;
+                    }
+                }
                 // No half-close on this wire: the end of either direction ends the channel.
                 self.finish_channel(now, key, error);
+            }
+            ConnState::UdpControl(key) => self.finish_channel(now, key, error),
+            ConnState::Waiting { .. } if error.is_none() => {
+                // Still waiting for a route: remember the end, send it after the data.
+                if let Some(ConnState::Waiting { eof, .. }) =
+                    self.conns.get_mut(&conn).map(|c| &mut c.state)
+                {
+                    *eof = true;
+                }
             }
             ConnState::Handshake { .. } | ConnState::Waiting { .. } => {
                 self.drop_conn(conn, error.is_some());
@@ -698,7 +738,7 @@ impl Plane {
             peer,
             early,
             early_len,
-            ..
+            eof,
         } = &mut entry.state
         else {
             return;
@@ -707,6 +747,7 @@ impl Plane {
         let (local, peer) = (*local, *peer);
         let early = std::mem::take(early);
         let early_len = std::mem::take(early_len);
+        let eof = *eof;
         self.timers.cancel(Timer::Conn(conn));
         let id = ChannelId::random(self.ids.as_mut());
         let key = self.next_chan;
@@ -718,6 +759,7 @@ impl Plane {
                     Channel::new(id, Protocol::Tcp, link, Local::Conn(conn), Side::Socks, now);
                 ch.early = early;
                 ch.early_len = early_len;
+                ch.pending_end = eof.then_some(None);
                 self.channels.insert(key, ch);
                 self.by_wire.insert((link, id), key);
                 if let Some(e) = self.conns.get_mut(&conn) {
@@ -746,6 +788,11 @@ impl Plane {
                 }
             }
             Command::UdpAssociate => {
+                if eof {
+                    // The control connection is already gone: so is the association.
+                    self.drop_conn(conn, false);
+                    return;
+                }
                 let udp = UdpId(self.handle());
                 // Only the application may use its relay: its IP, and its port when it named one.
                 let named = match &request.target {
@@ -839,6 +886,7 @@ impl Plane {
                         state: ConnState::Channel(key),
                         backlog: Backlog::new(self.data.conn_high_water, self.data.conn_low_water),
                         read_paused: false,
+                        parked_on: None,
                         blocking: None,
                     },
                 );
@@ -1002,6 +1050,13 @@ impl Plane {
         for frame in early {
             self.transmit(to, frame);
         }
+        if self
+            .channels
+            .get(&key)
+            .is_some_and(|c| c.pending_end.is_some())
+        {
+            self.remove_channel(key, false);
+        }
     }
 
     /// A relayed channel waiting for a provider gave up.
@@ -1032,7 +1087,7 @@ impl Plane {
     /// Handle a frame's channel messages (Data, ConnectResponse, Disconnect); hand the rest to
     /// the role.
     pub fn link_frame(&mut self, now: Instant, link: LinkId, frame: Bytes) -> Routed {
-        self.link_alive(link);
+        self.link_alive(now, link);
         // Relayed Data is passed on as the very frame that came, without decoding the payload.
         if frame.len() >= DATA_HEADER_LEN && frame[1] == wire::kind::DATA {
             let mut id = [0u8; 16];
@@ -1231,7 +1286,20 @@ impl Plane {
             return;
         }
         if let Local::Route(None) = ch.local {
-            self.remove_channel(key, false);
+            // The connector ended before a provider was found: pass the end on after what
+            // it sent, once routed.
+            if let Some(ch) = self.channels.get_mut(&key) {
+                ch.early.push(frame);
+                ch.pending_end = Some(error);
+            }
+            return;
+        }
+        if ch.side == Side::Dialer && ch.phase != Phase::Open {
+            // The peer (with FastOpen) sent its data and its end while we dial: deliver the
+            // data once connected, then close.
+            if let Some(ch) = self.channels.get_mut(&key) {
+                ch.pending_end = Some(error);
+            }
             return;
         }
         // The reference says "EOF" for a clean end; only a real error resets the socket.
@@ -1274,7 +1342,9 @@ impl Plane {
                         self.channel_input(now, key, chunk);
                     }
                     if let Some(conn) = conn {
-                        if !self.link_over(link) {
+                        if self.link_over(link) {
+                            self.pause_conn_read(conn, Some(link));
+                        } else {
                             self.resume_conn_read(conn);
                         }
                     }
@@ -1289,6 +1359,17 @@ impl Plane {
                 }
             }
             Side::Relay => {}
+        }
+        // An end that arrived while connecting takes effect now, after the held data.
+        if let Some(end) = self
+            .channels
+            .get_mut(&key)
+            .and_then(|c| c.pending_end.take())
+        {
+            match side {
+                Side::Socks => self.finish_channel(now, key, end.as_deref()),
+                _ => self.remove_channel(key, end.as_deref().is_some_and(is_error_text)),
+            }
         }
     }
 
@@ -1339,19 +1420,23 @@ impl Plane {
         }
     }
 
+    /// Stop reading a local socket; with `link`, until that link drains (a socket paused for
+    /// another reason is parked on the link all the same, so the drain resumes it).
     fn pause_conn_read(&mut self, conn: ConnId, link: Option<LinkId>) {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
-        if c.read_paused {
-            return;
-        }
-        c.read_paused = true;
-        self.out.push_back(Output::PauseRead { conn });
         if let Some(link) = link {
-            if let Some(l) = self.links.get_mut(&link) {
-                l.paused_readers.push(conn);
+            if c.parked_on.is_none() {
+                if let Some(l) = self.links.get_mut(&link) {
+                    l.paused_readers.push(conn);
+                    c.parked_on = Some(link);
+                }
             }
+        }
+        if !c.read_paused {
+            c.read_paused = true;
+            self.out.push_back(Output::PauseRead { conn });
         }
     }
 
@@ -1730,10 +1815,7 @@ impl Plane {
                         let (link, id, side) = (ch.link, ch.id, ch.side);
                         if side == Side::Dialer {
                             self.refuse_connect(link, id, "connect timeout");
-                            if let Some(conn) = self.channels.get(&key).and_then(|c| c.conn()) {
-                                // Cancels the dial still running.
-                                self.out.push_back(Output::Close { conn, abort: true });
-                            }
+                            // Closing the socket handle cancels the dial still running.
                             self.remove_channel(key, true);
                         } else {
                             if !self.channels.get(&key).is_some_and(|c| c.replied) {
@@ -1765,7 +1847,19 @@ impl Plane {
                 }
             }
             Timer::Pong(link) => {
-                debug!(%link, "no pong in time: link considered dead");
+                // No pong yet. The peer may be alive but not reading (one of its sockets is
+                // slow, so it paused the link): our ping then waits behind the data we sent,
+                // and its pong with it. Such a peer still sends its own pings, so only a
+                // silence longer than a whole ping interval plus the timeout means it is gone.
+                let Some(heard) = self.links.get(&link).map(|l| l.heard) else {
+                    return;
+                };
+                let limit = heard + self.timings.ping_interval + self.timings.ping_timeout;
+                if now < limit {
+                    self.timers.set(Timer::Pong(link), limit);
+                    return;
+                }
+                debug!(%link, "peer silent too long: link considered dead");
                 self.out.push_back(Output::CloseLink { link });
             }
             Timer::Conn(_) | Timer::Reconnect(_) => {}

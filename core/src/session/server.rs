@@ -76,8 +76,11 @@ enum Kind {
     Reverse(Reverse),
     Connector {
         reverse: String,
-        /// Autonomy: only this provider serves it.
+        /// Autonomy: only this provider serves it ...
         owner: Option<LinkId>,
+        /// ... and the client instance it belongs to, which may take it over after a
+        /// reconnect (another provider of the same reverse token may not).
+        owner_instance: Option<InstanceId>,
     },
 }
 
@@ -89,8 +92,8 @@ struct Reverse {
     next: usize,
     /// SOCKS requests on its listener waiting for a provider.
     waiting_socks: VecDeque<ConnId>,
-    /// Connector Connects waiting for a provider: (connector link, relay channel, Connect).
-    waiting_relays: VecDeque<(u64, Connect, Option<LinkId>)>,
+    /// Connector Connects waiting for a provider: (relay channel, Connect, connector token).
+    waiting_relays: VecDeque<(u64, Connect, String)>,
 }
 
 struct Token {
@@ -233,6 +236,7 @@ impl ServerMachine {
             Kind::Connector {
                 reverse: reverse.to_string(),
                 owner: None,
+                owner_instance: None,
             },
         );
         Ok(token)
@@ -319,7 +323,7 @@ impl ServerMachine {
     /// Auth. Returns the link's handle.
     pub fn handle_link_accept(&mut self, now: Instant, path_and_query: &str) -> LinkId {
         let link = self.plane.new_link_id();
-        self.plane.add_link(link);
+        self.plane.add_link(now, link);
         self.peers.insert(
             link,
             Peer {
@@ -525,19 +529,27 @@ impl ServerMachine {
                 }
             }
         }
-        let pending: Vec<(u64, Connect, Option<LinkId>)> =
+        let pending: Vec<(u64, Connect, String)> =
             match self.tokens.get_mut(reverse).map(|t| &mut t.kind) {
                 Some(Kind::Reverse(r)) => r.waiting_relays.drain(..).collect(),
                 _ => return,
             };
-        for (key, connect, owner) in pending {
+        for (key, connect, token) in pending {
+            // The owner is read afresh: it changes when a provider reconnects.
+            let owner = match self.tokens.get(&token).map(|t| &t.kind) {
+                Some(Kind::Connector { owner, .. }) => *owner,
+                _ => {
+                    self.plane.fail_relay(key, "connector token removed");
+                    continue;
+                }
+            };
             match self.pick_provider(reverse, owner) {
                 Some(p) => self.plane.route_to(now, key, p, &connect),
                 None => {
                     if let Some(Kind::Reverse(r)) =
                         self.tokens.get_mut(reverse).map(|t| &mut t.kind)
                     {
-                        r.waiting_relays.push_back((key, connect, owner));
+                        r.waiting_relays.push_back((key, connect, token));
                     }
                 }
             }
@@ -571,7 +583,7 @@ impl ServerMachine {
             Role::Connector => {
                 let token = peer.token.clone().unwrap_or_default();
                 let (reverse, owner) = match self.tokens.get(&token).map(|t| &t.kind) {
-                    Some(Kind::Connector { reverse, owner }) => (reverse.clone(), *owner),
+                    Some(Kind::Connector { reverse, owner, .. }) => (reverse.clone(), *owner),
                     _ => return,
                 };
                 let to = self.pick_provider(&reverse, owner);
@@ -582,7 +594,7 @@ impl ServerMachine {
                     if let Some(Kind::Reverse(r)) =
                         self.tokens.get_mut(&reverse).map(|t| &mut t.kind)
                     {
-                        r.waiting_relays.push_back((key, c, owner));
+                        r.waiting_relays.push_back((key, c, token));
                     }
                 }
             }
@@ -595,6 +607,7 @@ impl ServerMachine {
 
     fn on_connector(
         &mut self,
+        now: Instant,
         link: LinkId,
         channel: crate::ids::ChannelId,
         token: String,
@@ -640,21 +653,55 @@ impl ServerMachine {
         }
         match op {
             ConnectorOp::Add => {
-                // A provider that reconnects adds its token again: take it over.
+                // A provider that reconnects adds its token again and takes it over; another
+                // provider of the same reverse token may not (isolation).
+                let instance = self.peers.get(&link).and_then(|p| p.instance);
+                let owner_alive =
+                    |o: LinkId| self.peers.get(&o).is_some_and(|p| p.role == Role::Provider);
                 if let Some(Token {
-                    kind: Kind::Connector { reverse: r, owner },
+                    kind:
+                        Kind::Connector {
+                            reverse: r,
+                            owner,
+                            owner_instance,
+                        },
                     ..
-                }) = self.tokens.get_mut(&token)
+                }) = self.tokens.get(&token)
                 {
-                    if *r == reverse {
-                        *owner = Some(link);
-                        respond(&mut self.plane, Ok(Some(token)));
-                    } else {
+                    let mine = *r == reverse
+                        && match owner {
+                            None => true,
+                            Some(o) => {
+                                *o == link
+                                    || !owner_alive(*o)
+                                    || (instance.is_some() && instance == *owner_instance)
+                            }
+                        };
+                    if !mine {
                         respond(
                             &mut self.plane,
                             Err(TokenError::ConnectorExists.to_string()),
                         );
+                        return;
                     }
+                    if let Some(Token {
+                        kind:
+                            Kind::Connector {
+                                owner,
+                                owner_instance,
+                                ..
+                            },
+                        ..
+                    }) = self.tokens.get_mut(&token)
+                    {
+                        if owner.is_some() {
+                            *owner = Some(link);
+                            *owner_instance = instance;
+                        }
+                    }
+                    respond(&mut self.plane, Ok(Some(token)));
+                    // Connectors that waited for this provider to come back go now.
+                    self.serve_waiting(now, &reverse);
                     return;
                 }
                 let wanted = if token.is_empty() { None } else { Some(token) };
@@ -665,6 +712,7 @@ impl ServerMachine {
                             Kind::Connector {
                                 reverse: reverse.clone(),
                                 owner: Some(link),
+                                owner_instance: instance,
                             },
                         );
                         info!(%link, "provider added a connector token");
@@ -725,7 +773,7 @@ impl ServerMachine {
                 debug!(%link, "message before authentication ignored");
             }
             Message::Connector { channel, token, op } => {
-                self.on_connector(link, channel, token, op)
+                self.on_connector(now, link, channel, token, op)
             }
             Message::Log { level, msg } => debug!(%link, %level, %msg, "log from client"),
             Message::DirectTransport { .. } => {
@@ -794,8 +842,8 @@ impl Machine for ServerMachine {
         self.plane.link_sent(now, link, bytes);
     }
 
-    fn handle_link_pong(&mut self, _now: Instant, link: LinkId) {
-        self.plane.link_alive(link);
+    fn handle_link_pong(&mut self, now: Instant, link: LinkId) {
+        self.plane.link_alive(now, link);
     }
 
     fn handle_listener_bound(
