@@ -27,38 +27,16 @@ impl Runtime for AsyncStd {
         async_std::task::spawn(fut);
     }
 
+    linksocks_runtime::std_shaped_sockets!();
+
     fn sleep_until(&self, deadline: Instant) -> BoxFuture<'static, ()> {
         Box::pin(async move {
             async_std::task::sleep(deadline.saturating_duration_since(Instant::now())).await;
         })
     }
 
-    fn listen(&self, addr: SocketAddr) -> BoxFuture<'static, io::Result<TcpListener>> {
-        Box::pin(TcpListener::bind(addr))
-    }
-
-    fn listener_addr(l: &TcpListener) -> io::Result<SocketAddr> {
-        l.local_addr()
-    }
-
-    fn accept(l: &TcpListener) -> BoxFuture<'_, io::Result<(TcpStream, SocketAddr)>> {
-        Box::pin(l.accept())
-    }
-
-    fn connect(&self, addr: SocketAddr) -> BoxFuture<'static, io::Result<TcpStream>> {
-        Box::pin(TcpStream::connect(addr))
-    }
-
     fn resolve(&self, host: String, port: u16) -> BoxFuture<'static, io::Result<Vec<SocketAddr>>> {
         Box::pin(async move { Ok((host.as_str(), port).to_socket_addrs().await?.collect()) })
-    }
-
-    fn tcp_local_addr(s: &TcpStream) -> io::Result<SocketAddr> {
-        s.local_addr()
-    }
-
-    fn tcp_clone(s: &TcpStream) -> TcpStream {
-        s.clone()
     }
 
     fn tcp_set_linger_zero(s: &TcpStream) {
@@ -67,37 +45,6 @@ impl Runtime for AsyncStd {
         // TcpStream implements only AsRawFd, not AsFd.
         let fd = unsafe { BorrowedFd::borrow_raw(s.as_raw_fd()) };
         let _ = socket2::SockRef::from(&fd).set_linger(Some(std::time::Duration::ZERO));
-    }
-
-    fn tcp_shutdown(s: &TcpStream) {
-        let _ = s.shutdown(std::net::Shutdown::Both);
-    }
-
-    fn tcp_set_nodelay(s: &TcpStream) -> io::Result<()> {
-        s.set_nodelay(true)
-    }
-
-    fn udp_bind(&self, addr: SocketAddr) -> BoxFuture<'static, io::Result<UdpSocket>> {
-        Box::pin(UdpSocket::bind(addr))
-    }
-
-    fn udp_local_addr(u: &UdpSocket) -> io::Result<SocketAddr> {
-        u.local_addr()
-    }
-
-    fn udp_send_to<'a>(
-        u: &'a UdpSocket,
-        buf: &'a [u8],
-        to: SocketAddr,
-    ) -> BoxFuture<'a, io::Result<usize>> {
-        Box::pin(u.send_to(buf, to))
-    }
-
-    fn udp_recv_from<'a>(
-        u: &'a UdpSocket,
-        buf: &'a mut [u8],
-    ) -> BoxFuture<'a, io::Result<(usize, SocketAddr)>> {
-        Box::pin(u.recv_from(buf))
     }
 }
 

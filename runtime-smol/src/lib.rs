@@ -27,26 +27,12 @@ impl Runtime for Smol {
         smol::spawn(fut).detach();
     }
 
+    linksocks_runtime::std_shaped_sockets!();
+
     fn sleep_until(&self, deadline: Instant) -> BoxFuture<'static, ()> {
         Box::pin(async move {
             smol::Timer::at(deadline).await;
         })
-    }
-
-    fn listen(&self, addr: SocketAddr) -> BoxFuture<'static, io::Result<TcpListener>> {
-        Box::pin(TcpListener::bind(addr))
-    }
-
-    fn listener_addr(l: &TcpListener) -> io::Result<SocketAddr> {
-        l.local_addr()
-    }
-
-    fn accept(l: &TcpListener) -> BoxFuture<'_, io::Result<(TcpStream, SocketAddr)>> {
-        Box::pin(l.accept())
-    }
-
-    fn connect(&self, addr: SocketAddr) -> BoxFuture<'static, io::Result<TcpStream>> {
-        Box::pin(TcpStream::connect(addr))
     }
 
     fn resolve(&self, host: String, port: u16) -> BoxFuture<'static, io::Result<Vec<SocketAddr>>> {
@@ -55,51 +41,13 @@ impl Runtime for Smol {
         }))
     }
 
-    fn tcp_local_addr(s: &TcpStream) -> io::Result<SocketAddr> {
-        s.local_addr()
-    }
-
-    fn tcp_clone(s: &TcpStream) -> TcpStream {
-        s.clone()
-    }
-
     fn tcp_set_linger_zero(s: &TcpStream) {
         let _ = socket2::SockRef::from(s).set_linger(Some(std::time::Duration::ZERO));
     }
-
-    fn tcp_shutdown(s: &TcpStream) {
-        let _ = s.shutdown(std::net::Shutdown::Both);
-    }
-
-    fn tcp_set_nodelay(s: &TcpStream) -> io::Result<()> {
-        s.set_nodelay(true)
-    }
-
-    fn udp_bind(&self, addr: SocketAddr) -> BoxFuture<'static, io::Result<UdpSocket>> {
-        Box::pin(UdpSocket::bind(addr))
-    }
-
-    fn udp_local_addr(u: &UdpSocket) -> io::Result<SocketAddr> {
-        u.local_addr()
-    }
-
-    fn udp_send_to<'a>(
-        u: &'a UdpSocket,
-        buf: &'a [u8],
-        to: SocketAddr,
-    ) -> BoxFuture<'a, io::Result<usize>> {
-        Box::pin(u.send_to(buf, to))
-    }
-
-    fn udp_recv_from<'a>(
-        u: &'a UdpSocket,
-        buf: &'a mut [u8],
-    ) -> BoxFuture<'a, io::Result<(usize, SocketAddr)>> {
-        Box::pin(u.recv_from(buf))
-    }
 }
 
-/// Drive a future to completion on smol's global executor, using every core.
+/// Drive a future to completion on this thread; spawned tasks run on smol's global executor
+/// (`SMOL_THREADS` threads, one by default).
 pub fn block_on<T>(fut: impl Future<Output = T>) -> T {
     smol::block_on(fut)
 }

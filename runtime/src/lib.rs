@@ -76,3 +76,78 @@ mod tls;
 
 pub use client::run_client;
 pub use server::run_server;
+
+/// The [`Runtime`] methods whose text is the same for every executor whose socket types follow
+/// std's shape (`bind`, `accept`, `connect`, `local_addr`, `shutdown`, `send_to`, ...): smol's
+/// and async-std's both do. Expanded inside each adapter's `impl Runtime`, so the code exists
+/// once and each adapter keeps only what truly differs (spawning, timers, name resolution).
+#[macro_export]
+macro_rules! std_shaped_sockets {
+    () => {
+        fn listen(
+            &self,
+            addr: ::std::net::SocketAddr,
+        ) -> $crate::BoxFuture<'static, ::std::io::Result<Self::Listener>> {
+            Box::pin(<Self::Listener>::bind(addr))
+        }
+
+        fn listener_addr(l: &Self::Listener) -> ::std::io::Result<::std::net::SocketAddr> {
+            l.local_addr()
+        }
+
+        fn accept(
+            l: &Self::Listener,
+        ) -> $crate::BoxFuture<'_, ::std::io::Result<(Self::Tcp, ::std::net::SocketAddr)>> {
+            Box::pin(l.accept())
+        }
+
+        fn connect(
+            &self,
+            addr: ::std::net::SocketAddr,
+        ) -> $crate::BoxFuture<'static, ::std::io::Result<Self::Tcp>> {
+            Box::pin(<Self::Tcp>::connect(addr))
+        }
+
+        fn tcp_local_addr(s: &Self::Tcp) -> ::std::io::Result<::std::net::SocketAddr> {
+            s.local_addr()
+        }
+
+        fn tcp_clone(s: &Self::Tcp) -> Self::Tcp {
+            s.clone()
+        }
+
+        fn tcp_shutdown(s: &Self::Tcp) {
+            let _ = s.shutdown(::std::net::Shutdown::Both);
+        }
+
+        fn tcp_set_nodelay(s: &Self::Tcp) -> ::std::io::Result<()> {
+            s.set_nodelay(true)
+        }
+
+        fn udp_bind(
+            &self,
+            addr: ::std::net::SocketAddr,
+        ) -> $crate::BoxFuture<'static, ::std::io::Result<Self::Udp>> {
+            Box::pin(<Self::Udp>::bind(addr))
+        }
+
+        fn udp_local_addr(u: &Self::Udp) -> ::std::io::Result<::std::net::SocketAddr> {
+            u.local_addr()
+        }
+
+        fn udp_send_to<'a>(
+            u: &'a Self::Udp,
+            buf: &'a [u8],
+            to: ::std::net::SocketAddr,
+        ) -> $crate::BoxFuture<'a, ::std::io::Result<usize>> {
+            Box::pin(u.send_to(buf, to))
+        }
+
+        fn udp_recv_from<'a>(
+            u: &'a Self::Udp,
+            buf: &'a mut [u8],
+        ) -> $crate::BoxFuture<'a, ::std::io::Result<(usize, ::std::net::SocketAddr)>> {
+            Box::pin(u.recv_from(buf))
+        }
+    };
+}

@@ -418,6 +418,8 @@ impl ClientMachine {
 }
 
 impl Machine for ClientMachine {
+    plane_inputs!();
+
     fn handle_link_message(&mut self, now: Instant, link: LinkId, frame: Bytes) {
         if !self.plane.links.contains_key(&link) {
             return;
@@ -453,14 +455,6 @@ impl Machine for ClientMachine {
         self.slot_lost(now, link, reason);
     }
 
-    fn handle_link_sent(&mut self, now: Instant, link: LinkId, bytes: usize) {
-        self.plane.link_sent(now, link, bytes);
-    }
-
-    fn handle_link_pong(&mut self, now: Instant, link: LinkId) {
-        self.plane.link_alive(now, link);
-    }
-
     fn handle_listener_bound(
         &mut self,
         now: Instant,
@@ -481,20 +475,6 @@ impl Machine for ClientMachine {
         }
     }
 
-    fn handle_accept(
-        &mut self,
-        now: Instant,
-        listener: ListenerId,
-        peer: SocketAddr,
-        local: SocketAddr,
-    ) -> ConnId {
-        self.plane.accept(now, listener, peer, local)
-    }
-
-    fn handle_dial_result(&mut self, now: Instant, conn: ConnId, result: Result<(), String>) {
-        self.plane.dial_result(now, conn, result);
-    }
-
     fn handle_conn_data(&mut self, now: Instant, conn: ConnId, data: Bytes) {
         if let Some(req) = self.plane.conn_data(now, conn, data) {
             self.route(now, req);
@@ -505,22 +485,6 @@ impl Machine for ClientMachine {
         if let Some(req) = self.plane.conn_read(now, conn, buf) {
             self.route(now, req);
         }
-    }
-
-    fn handle_conn_closed(&mut self, now: Instant, conn: ConnId, error: Option<&str>) {
-        self.plane.conn_closed(now, conn, error);
-    }
-
-    fn handle_conn_written(&mut self, _now: Instant, conn: ConnId, bytes: usize) {
-        self.plane.conn_written(conn, bytes);
-    }
-
-    fn handle_udp_bound(&mut self, now: Instant, udp: UdpId, result: Result<SocketAddr, String>) {
-        self.plane.udp_bound(now, udp, result);
-    }
-
-    fn handle_udp_datagram(&mut self, now: Instant, udp: UdpId, from: SocketAddr, data: Bytes) {
-        self.plane.udp_datagram(now, udp, from, data);
     }
 
     fn handle_timeout(&mut self, now: Instant) {
@@ -545,14 +509,6 @@ impl Machine for ClientMachine {
                 other => self.plane.fire(now, other),
             }
         }
-    }
-
-    fn poll_timeout(&self) -> Option<Instant> {
-        self.plane.timers.next()
-    }
-
-    fn poll_output(&mut self) -> Option<Output> {
-        self.plane.out.pop_front()
     }
 }
 

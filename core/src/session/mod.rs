@@ -13,6 +13,62 @@
 //!   front ends, dialling, flow control, timers.
 //! - [`channel`], [`batch`], [`flow`], [`timer`]: the pieces the data plane is made of.
 
+/// The `Machine` inputs both roles hand straight to their data plane (`self.plane`).
+macro_rules! plane_inputs {
+    () => {
+        fn handle_link_sent(&mut self, now: Instant, link: LinkId, bytes: usize) {
+            self.plane.link_sent(now, link, bytes);
+        }
+
+        fn handle_link_pong(&mut self, now: Instant, link: LinkId) {
+            self.plane.link_alive(now, link);
+        }
+
+        fn handle_accept(
+            &mut self,
+            now: Instant,
+            listener: ListenerId,
+            peer: SocketAddr,
+            local: SocketAddr,
+        ) -> ConnId {
+            self.plane.accept(now, listener, peer, local)
+        }
+
+        fn handle_dial_result(&mut self, now: Instant, conn: ConnId, result: Result<(), String>) {
+            self.plane.dial_result(now, conn, result);
+        }
+
+        fn handle_conn_closed(&mut self, now: Instant, conn: ConnId, error: Option<&str>) {
+            self.plane.conn_closed(now, conn, error);
+        }
+
+        fn handle_conn_written(&mut self, _now: Instant, conn: ConnId, bytes: usize) {
+            self.plane.conn_written(conn, bytes);
+        }
+
+        fn handle_udp_bound(
+            &mut self,
+            now: Instant,
+            udp: UdpId,
+            result: Result<SocketAddr, String>,
+        ) {
+            self.plane.udp_bound(now, udp, result);
+        }
+
+        fn handle_udp_datagram(&mut self, now: Instant, udp: UdpId, from: SocketAddr, data: Bytes) {
+            self.plane.udp_datagram(now, udp, from, data);
+        }
+
+        fn poll_timeout(&self) -> Option<Instant> {
+            self.plane.timers.next()
+        }
+
+        fn poll_output(&mut self) -> Option<Output> {
+            self.plane.out.pop_front()
+        }
+    };
+}
+
 pub mod batch;
 pub mod channel;
 pub mod client;

@@ -928,6 +928,23 @@ impl Plane {
         }
     }
 
+    /// The dialling side is ready (socket connected or bound): tell the peer, let data flow.
+    fn confirm_dial(&mut self, now: Instant, key: ChanKey) {
+        self.timers.cancel(Timer::Chan(key));
+        let Some((link, id)) = self.channels.get(&key).map(|c| (c.link, c.id)) else {
+            return;
+        };
+        self.send(
+            link,
+            &Message::ConnectResponse {
+                success: true,
+                channel: id,
+                error: None,
+            },
+        );
+        self.open_channel(now, key);
+    }
+
     /// Refuse a Connect with a ConnectResponse failure.
     pub fn refuse_connect(&mut self, link: LinkId, channel: ChannelId, error: &str) {
         self.send(
@@ -961,18 +978,7 @@ impl Plane {
         }
         let (link, id) = (ch.link, ch.id);
         match result {
-            Ok(()) => {
-                self.timers.cancel(Timer::Chan(key));
-                self.send(
-                    link,
-                    &Message::ConnectResponse {
-                        success: true,
-                        channel: id,
-                        error: None,
-                    },
-                );
-                self.open_channel(now, key);
-            }
+            Ok(()) => self.confirm_dial(now, key),
             Err(e) => {
                 debug!(%link, channel = %id, error = %e, "dial failed");
                 self.refuse_connect(link, id, &e);
@@ -1547,18 +1553,7 @@ impl Plane {
                             self.open_channel(now, key);
                         }
                     }
-                    Side::Dialer => {
-                        self.timers.cancel(Timer::Chan(key));
-                        self.send(
-                            link,
-                            &Message::ConnectResponse {
-                                success: true,
-                                channel: id,
-                                error: None,
-                            },
-                        );
-                        self.open_channel(now, key);
-                    }
+                    Side::Dialer => self.confirm_dial(now, key),
                     Side::Relay => {}
                 }
             }

@@ -815,6 +815,8 @@ impl ServerMachine {
 }
 
 impl Machine for ServerMachine {
+    plane_inputs!();
+
     fn handle_link_message(&mut self, now: Instant, link: LinkId, frame: Bytes) {
         let Some(peer) = self.peers.get(&link) else {
             return;
@@ -836,14 +838,6 @@ impl Machine for ServerMachine {
     fn handle_link_closed(&mut self, now: Instant, link: LinkId, reason: &str) {
         debug!(%link, %reason, "link closed");
         self.drop_peer(now, link, "provider or client disconnected");
-    }
-
-    fn handle_link_sent(&mut self, now: Instant, link: LinkId, bytes: usize) {
-        self.plane.link_sent(now, link, bytes);
-    }
-
-    fn handle_link_pong(&mut self, now: Instant, link: LinkId) {
-        self.plane.link_alive(now, link);
     }
 
     fn handle_listener_bound(
@@ -873,20 +867,6 @@ impl Machine for ServerMachine {
         self.plane.listener_bound(listener, &result);
     }
 
-    fn handle_accept(
-        &mut self,
-        now: Instant,
-        listener: ListenerId,
-        peer: SocketAddr,
-        local: SocketAddr,
-    ) -> ConnId {
-        self.plane.accept(now, listener, peer, local)
-    }
-
-    fn handle_dial_result(&mut self, now: Instant, conn: ConnId, result: Result<(), String>) {
-        self.plane.dial_result(now, conn, result);
-    }
-
     fn handle_conn_data(&mut self, now: Instant, conn: ConnId, data: Bytes) {
         if let Some(req) = self.plane.conn_data(now, conn, data) {
             self.on_socks_request(now, req);
@@ -897,22 +877,6 @@ impl Machine for ServerMachine {
         if let Some(req) = self.plane.conn_read(now, conn, buf) {
             self.on_socks_request(now, req);
         }
-    }
-
-    fn handle_conn_closed(&mut self, now: Instant, conn: ConnId, error: Option<&str>) {
-        self.plane.conn_closed(now, conn, error);
-    }
-
-    fn handle_conn_written(&mut self, _now: Instant, conn: ConnId, bytes: usize) {
-        self.plane.conn_written(conn, bytes);
-    }
-
-    fn handle_udp_bound(&mut self, now: Instant, udp: UdpId, result: Result<SocketAddr, String>) {
-        self.plane.udp_bound(now, udp, result);
-    }
-
-    fn handle_udp_datagram(&mut self, now: Instant, udp: UdpId, from: SocketAddr, data: Bytes) {
-        self.plane.udp_datagram(now, udp, from, data);
     }
 
     fn handle_timeout(&mut self, now: Instant) {
@@ -940,13 +904,5 @@ impl Machine for ServerMachine {
                 other => self.plane.fire(now, other),
             }
         }
-    }
-
-    fn poll_timeout(&self) -> Option<Instant> {
-        self.plane.timers.next()
-    }
-
-    fn poll_output(&mut self) -> Option<Output> {
-        self.plane.out.pop_front()
     }
 }
