@@ -65,6 +65,37 @@ impl Gate {
     }
 }
 
+/// A one-way alarm: once fired, every waiter (present and future) wakes.
+#[derive(Default)]
+pub struct Signal {
+    fired: AtomicBool,
+    event: Event,
+}
+
+impl Signal {
+    pub fn fire(&self) {
+        self.fired.store(true, Ordering::SeqCst);
+        self.event.notify(usize::MAX);
+    }
+
+    pub fn is_fired(&self) -> bool {
+        self.fired.load(Ordering::SeqCst)
+    }
+
+    pub async fn wait(&self) {
+        loop {
+            if self.is_fired() {
+                return;
+            }
+            let l = self.event.listen();
+            if self.is_fired() {
+                return;
+            }
+            l.await;
+        }
+    }
+}
+
 pub enum LinkCmd {
     Frame(Bytes),
     Ping,
@@ -83,11 +114,15 @@ enum UdpCmd {
 pub struct LinkHandle {
     pub tx: async_channel::Sender<LinkCmd>,
     pub gate: Arc<Gate>,
+    /// Fired when the link is done for: its reader stops waiting for the peer.
+    pub closed: Arc<Signal>,
 }
 
 struct ConnHandle {
     tx: async_channel::Sender<ConnCmd>,
     gate: Arc<Gate>,
+    /// Fired to reset the socket at once, even while a write to it is blocked.
+    kill: Arc<Signal>,
 }
 
 struct UdpHandle {
@@ -279,6 +314,9 @@ impl<R: Runtime, P: Role<R>> Driver<R, P> {
                 Output::Close { conn, abort } => {
                     if let Some(h) = st.conns.remove(&conn) {
                         let _ = h.tx.try_send(ConnCmd::Close { abort });
+                        if abort {
+                            h.kill.fire();
+                        }
                         h.gate.resume();
                     }
                 }
@@ -425,25 +463,28 @@ impl<R: Runtime, P: Role<R>> Driver<R, P> {
     {
         let (tx, rx) = async_channel::unbounded();
         let gate = Arc::new(Gate::default());
+        let closed = Arc::new(Signal::default());
         st.links.insert(
             link,
             LinkHandle {
                 tx,
                 gate: gate.clone(),
+                closed: closed.clone(),
             },
         );
         self.live_links.fetch_add(1, Ordering::SeqCst);
         let (sender, receiver) = ws.split();
         let me = self.clone();
+        let c = closed.clone();
         self.rt.spawn(async move {
-            crate::link::write_loop(&me, link, sender, rx).await;
+            crate::link::write_loop(&me, link, sender, rx, c).await;
             if me.live_links.fetch_sub(1, Ordering::SeqCst) == 1 {
                 me.links_done.notify(usize::MAX);
             }
         });
         let me = self.clone();
         self.rt.spawn(async move {
-            crate::link::read_loop(&me, link, receiver, gate).await;
+            crate::link::read_loop(&me, link, receiver, gate, closed).await;
         });
     }
 
@@ -452,6 +493,10 @@ impl<R: Runtime, P: Role<R>> Driver<R, P> {
         let mut st = self.lock();
         if let Some(h) = st.links.remove(&link) {
             let _ = h.tx.try_send(LinkCmd::Close);
+            // Both tasks stop, whether the reader is paused or the writer is stuck: the
+            // socket closes when they have let go of it.
+            h.closed.fire();
+            h.gate.resume();
             let now = self.now();
             st.machine.handle_link_closed(now, link, reason);
             self.dispatch(&mut st);
@@ -535,14 +580,16 @@ impl<R: Runtime, P: Role<R>> Driver<R, P> {
     fn attach_conn(self: &Arc<Self>, st: &mut State<P::M>, conn: ConnId, stream: R::Tcp) {
         let (tx, rx) = async_channel::unbounded();
         let gate = Arc::new(Gate::default());
+        let kill = Arc::new(Signal::default());
         st.conns.insert(
             conn,
             ConnHandle {
                 tx,
                 gate: gate.clone(),
+                kill: kill.clone(),
             },
         );
-        self.start_conn(conn, stream, rx, gate);
+        self.start_conn(conn, stream, rx, gate, kill);
     }
 
     fn start_conn(
@@ -551,11 +598,12 @@ impl<R: Runtime, P: Role<R>> Driver<R, P> {
         stream: R::Tcp,
         rx: async_channel::Receiver<ConnCmd>,
         gate: Arc<Gate>,
+        kill: Arc<Signal>,
     ) {
         let reader = R::tcp_clone(&stream);
         let me = self.clone();
         self.rt
-            .spawn(async move { me.conn_writer(conn, stream, rx).await });
+            .spawn(async move { me.conn_writer(conn, stream, rx, kill).await });
         let me = self.clone();
         self.rt
             .spawn(async move { me.conn_reader(conn, reader, gate).await });
@@ -604,32 +652,65 @@ impl<R: Runtime, P: Role<R>> Driver<R, P> {
         conn: ConnId,
         mut s: R::Tcp,
         rx: async_channel::Receiver<ConnCmd>,
+        kill: Arc<Signal>,
     ) {
-        while let Ok(cmd) = rx.recv().await {
+        // Killed (an aborted channel): even a write blocked on a peer that does not read is
+        // abandoned, and the socket is reset rather than ended.
+        let reset = |s: &R::Tcp| {
+            R::tcp_set_linger_zero(s);
+            // Wakes the reader (its read returns 0) without sending a FIN; the descriptor
+            // closes when the reader lets go, with linger 0: a reset.
+            R::tcp_shutdown(s, std::net::Shutdown::Read);
+        };
+        loop {
+            let cmd = futures_lite::future::or(async { rx.recv().await.ok() }, async {
+                kill.wait().await;
+                None
+            })
+            .await;
             match cmd {
-                ConnCmd::Write(data) => {
+                Some(ConnCmd::Write(data)) => {
                     let n = data.len();
-                    if let Err(e) = s.write_all(&data).await {
-                        let msg = e.to_string();
-                        self.with(|m, now| m.handle_conn_closed(now, conn, Some(&msg)));
-                        R::tcp_shutdown(&s);
-                        return;
+                    let wrote =
+                        futures_lite::future::or(async { Some(s.write_all(&data).await) }, async {
+                            kill.wait().await;
+                            None
+                        })
+                        .await;
+                    match wrote {
+                        None => {
+                            reset(&s);
+                            return;
+                        }
+                        Some(Err(e)) => {
+                            let msg = e.to_string();
+                            self.with(|m, now| m.handle_conn_closed(now, conn, Some(&msg)));
+                            R::tcp_shutdown(&s, std::net::Shutdown::Both);
+                            return;
+                        }
+                        Some(Ok(())) => self.with(|m, now| m.handle_conn_written(now, conn, n)),
                     }
-                    self.with(|m, now| m.handle_conn_written(now, conn, n));
                 }
-                ConnCmd::Close { abort } => {
-                    if abort {
-                        R::tcp_set_linger_zero(&s);
-                    } else {
-                        let _ = s.flush().await;
-                    }
-                    R::tcp_shutdown(&s);
+                Some(ConnCmd::Close { abort: true }) => {
+                    reset(&s);
+                    return;
+                }
+                Some(ConnCmd::Close { abort: false }) => {
+                    let _ = s.flush().await;
+                    R::tcp_shutdown(&s, std::net::Shutdown::Both);
+                    return;
+                }
+                None if kill.is_fired() => {
+                    reset(&s);
+                    return;
+                }
+                None => {
+                    // The machine forgot the socket without a Close (it ended meanwhile).
+                    R::tcp_shutdown(&s, std::net::Shutdown::Both);
                     return;
                 }
             }
         }
-        // The machine forgot the socket without a Close (it ended meanwhile): close it.
-        R::tcp_shutdown(&s);
     }
 
     fn dial(
@@ -641,11 +722,13 @@ impl<R: Runtime, P: Role<R>> Driver<R, P> {
     ) {
         let (tx, rx) = async_channel::unbounded();
         let gate = Arc::new(Gate::default());
+        let kill = Arc::new(Signal::default());
         st.conns.insert(
             conn,
             ConnHandle {
                 tx: tx.clone(),
                 gate: gate.clone(),
+                kill: kill.clone(),
             },
         );
         if self.events.is_some() {
@@ -671,7 +754,7 @@ impl<R: Runtime, P: Role<R>> Driver<R, P> {
                 Ok((stream, early)) => {
                     if tx.is_closed() {
                         // The channel ended while we dialled.
-                        R::tcp_shutdown(&stream);
+                        R::tcp_shutdown(&stream, std::net::Shutdown::Both);
                         return;
                     }
                     let _ = set_nodelay::<R>(&stream);
@@ -682,7 +765,7 @@ impl<R: Runtime, P: Role<R>> Driver<R, P> {
                             m.handle_conn_data(now, conn, early);
                         }
                     });
-                    me.start_conn(conn, stream, rx, gate);
+                    me.start_conn(conn, stream, rx, gate, kill);
                 }
                 Err(e) => {
                     let mut st = me.lock();

@@ -48,7 +48,7 @@ pub trait Runtime: Clone + Send + Sync + 'static {
     fn tcp_clone(s: &Self::Tcp) -> Self::Tcp;
     /// Reset instead of FIN on close (SO_LINGER 0), so the peer sees an error.
     fn tcp_set_linger_zero(s: &Self::Tcp);
-    fn tcp_shutdown(s: &Self::Tcp);
+    fn tcp_shutdown(s: &Self::Tcp, how: std::net::Shutdown);
     fn tcp_set_nodelay(s: &Self::Tcp) -> io::Result<()>;
 
     fn udp_bind(&self, addr: SocketAddr) -> BoxFuture<'static, io::Result<Self::Udp>>;
@@ -116,8 +116,8 @@ macro_rules! std_shaped_sockets {
             s.clone()
         }
 
-        fn tcp_shutdown(s: &Self::Tcp) {
-            let _ = s.shutdown(::std::net::Shutdown::Both);
+        fn tcp_shutdown(s: &Self::Tcp, how: ::std::net::Shutdown) {
+            let _ = s.shutdown(how);
         }
 
         fn tcp_set_nodelay(s: &Self::Tcp) -> ::std::io::Result<()> {

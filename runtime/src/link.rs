@@ -1,8 +1,10 @@
 //! A WebSocket link's two tasks: the writer sends what the machine queued and reports it
 //! written (the machine's backpressure counts on that report); the reader hands each binary
-//! message to the machine and stops while the machine has the link paused.
+//! message to the machine and stops while the machine has the link paused. Both stop when the
+//! link is done for (`closed`), so a peer that stops answering cannot pin the socket.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant as StdInstant};
 
 use async_tungstenite::tungstenite::Message;
 use async_tungstenite::{WebSocketReceiver, WebSocketSender};
@@ -11,21 +13,34 @@ use futures_util::SinkExt;
 use linksocks_core::session::{LinkId, Machine};
 use tracing::{debug, trace};
 
-use crate::driver::{Driver, Gate, LinkCmd, Role};
+use crate::driver::{Driver, Gate, LinkCmd, Role, Signal};
 use crate::Runtime;
+
+/// How long a closing link waits to get its Close frame out.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// Run `fut` unless `closed` fires first.
+async fn unless_closed<T>(closed: &Signal, fut: impl std::future::Future<Output = T>) -> Option<T> {
+    futures_lite::future::or(async { Some(fut.await) }, async {
+        closed.wait().await;
+        None
+    })
+    .await
+}
 
 pub async fn write_loop<R, P, S>(
     d: &Arc<Driver<R, P>>,
     link: LinkId,
     mut sender: WebSocketSender<S>,
     rx: async_channel::Receiver<LinkCmd>,
+    closed: Arc<Signal>,
 ) where
     R: Runtime,
     P: Role<R>,
     S: futures_io::AsyncRead + futures_io::AsyncWrite + Unpin + Send + 'static,
 {
     loop {
-        let Ok(first) = rx.recv().await else {
+        let Some(Ok(first)) = unless_closed(&closed, rx.recv()).await else {
             break;
         };
         // Feed everything already queued, then flush once: fewer syscalls under load, no
@@ -38,17 +53,23 @@ pub async fn write_loop<R, P, S>(
             let r = match c {
                 LinkCmd::Frame(frame) => {
                     sent += frame.len();
-                    sender.feed(Message::Binary(frame)).await
+                    unless_closed(&closed, sender.feed(Message::Binary(frame))).await
                 }
-                LinkCmd::Ping => sender.feed(Message::Ping(Default::default())).await,
+                LinkCmd::Ping => {
+                    unless_closed(&closed, sender.feed(Message::Ping(Default::default()))).await
+                }
                 LinkCmd::Close => {
                     close = true;
                     break;
                 }
             };
-            if let Err(e) = r {
-                failed = Some(e.to_string());
-                break;
+            match r {
+                None => return,
+                Some(Err(e)) => {
+                    failed = Some(e.to_string());
+                    break;
+                }
+                Some(Ok(())) => {}
             }
             if sent >= 1 << 20 {
                 break;
@@ -56,8 +77,10 @@ pub async fn write_loop<R, P, S>(
             cmd = rx.try_recv().ok();
         }
         if failed.is_none() {
-            if let Err(e) = SinkExt::flush(&mut sender).await {
-                failed = Some(e.to_string());
+            match unless_closed(&closed, SinkExt::flush(&mut sender)).await {
+                None => return,
+                Some(Err(e)) => failed = Some(e.to_string()),
+                Some(Ok(())) => {}
             }
         }
         if let Some(e) = failed {
@@ -69,7 +92,13 @@ pub async fn write_loop<R, P, S>(
             d.with(|m, now| m.handle_link_sent(now, link, sent));
         }
         if close {
-            let _ = sender.close(None).await;
+            // A peer that does not read gets a bounded chance at the Close frame.
+            let grace = d.rt.sleep_until(StdInstant::now() + CLOSE_GRACE);
+            let _ = futures_lite::future::or(async { sender.close(None).await.ok() }, async {
+                grace.await;
+                None
+            })
+            .await;
             d.link_lost(link, "closed");
             break;
         }
@@ -81,6 +110,7 @@ pub async fn read_loop<R, P, S>(
     link: LinkId,
     mut receiver: WebSocketReceiver<S>,
     gate: Arc<Gate>,
+    closed: Arc<Signal>,
 ) where
     R: Runtime,
     P: Role<R>,
@@ -88,7 +118,10 @@ pub async fn read_loop<R, P, S>(
 {
     loop {
         gate.wait().await;
-        match receiver.next().await {
+        let Some(next) = unless_closed(&closed, receiver.next()).await else {
+            return;
+        };
+        match next {
             Some(Ok(Message::Binary(b))) => d.with(|m, now| m.handle_link_message(now, link, b)),
             // A ping from the peer (answered by tungstenite) proves it alive as a pong does.
             Some(Ok(Message::Pong(_))) | Some(Ok(Message::Ping(_))) => {

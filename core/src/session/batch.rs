@@ -191,8 +191,14 @@ impl Batcher {
             self.since_flush = 0;
             return;
         };
-        let secs = (now - last).as_secs_f64().max(1e-6);
-        let rate = self.since_flush as f64 / secs;
+        // As the reference: under a millisecond since the last flush counts as no rate at all
+        // (a request split into two reads must not switch the delay on).
+        let elapsed = now - last;
+        let rate = if elapsed <= Duration::from_millis(1) {
+            0.0
+        } else {
+            self.since_flush as f64 / elapsed.as_secs_f64()
+        };
         self.since_flush = 0;
         self.delay = if rate > ADAPTIVE_FAST {
             if self.delay.is_zero() {
@@ -298,13 +304,13 @@ mod tests {
             1
         );
         assert_eq!(
-            b.push(t(1), Bytes::from(vec![0; 100_000]), false, &c)
+            b.push(t(2), Bytes::from(vec![0; 100_000]), false, &c)
                 .count(),
             1
         );
         assert_eq!(b.adaptive_delay(), ADAPTIVE_MIN);
-        assert_eq!(b.push(t(2), Bytes::from(vec![0; 10]), false, &c).count(), 0);
-        assert_eq!(b.deadline(&c), Some(t(22)));
+        assert_eq!(b.push(t(3), Bytes::from(vec![0; 10]), false, &c).count(), 0);
+        assert_eq!(b.deadline(&c), Some(t(23)));
         // A slow period brings it back to 0.
         b.flush(t(5000), &c).unwrap();
         assert_eq!(b.adaptive_delay(), Duration::ZERO);

@@ -1745,7 +1745,10 @@ impl Plane {
                 notify.push(o);
             }
         }
-        if ch.side == Side::Socks && !ch.replied {
+        // An application still waiting for its reply gets a failure reply and a clean close
+        // (a reset could destroy the reply); one told it was connected gets a reset.
+        let unanswered = ch.side == Side::Socks && !ch.replied;
+        if unanswered {
             if let Some(conn) = ch.conn() {
                 self.count_reply(Reply::GeneralFailure as u8);
                 self.write(
@@ -1757,7 +1760,7 @@ impl Plane {
         for l in notify {
             self.send(l, &msg(id));
         }
-        self.remove_channel(key, true);
+        self.remove_channel(key, !unanswered);
     }
 
     /// Forget a channel, closing its local sockets (`abort`: with a reset).
@@ -1812,20 +1815,28 @@ impl Plane {
                             self.refuse_connect(link, id, "connect timeout");
                             // Closing the socket handle cancels the dial still running.
                             self.remove_channel(key, true);
-                        } else {
-                            if !self.channels.get(&key).is_some_and(|c| c.replied) {
-                                if let Some(conn) = self.channels.get(&key).and_then(|c| c.conn()) {
-                                    self.count_reply(Reply::HostUnreachable as u8);
-                                    self.write(
-                                        conn,
-                                        socks::encode_reply(Reply::HostUnreachable, unspecified()),
-                                    );
-                                }
-                                if let Some(c) = self.channels.get_mut(&key) {
-                                    c.replied = true;
-                                }
-                            }
+                        } else if self.channels.get(&key).is_some_and(|c| c.replied) {
+                            // FastOpen: the application was told it is connected; a reset
+                            // tells it otherwise.
                             self.abort_channel(now, key, None, "connect timeout");
+                        } else {
+                            // Not yet answered: reply 0x04 and close cleanly, so the reply is
+                            // read rather than lost to a reset.
+                            if let Some(conn) = self.channels.get(&key).and_then(|c| c.conn()) {
+                                self.count_reply(Reply::HostUnreachable as u8);
+                                self.write(
+                                    conn,
+                                    socks::encode_reply(Reply::HostUnreachable, unspecified()),
+                                );
+                            }
+                            self.send(
+                                link,
+                                &Message::Disconnect {
+                                    channel: id,
+                                    error: Some("connect timeout".into()),
+                                },
+                            );
+                            self.remove_channel(key, false);
                         }
                     }
                 }
@@ -1863,7 +1874,7 @@ impl Plane {
 
     /// The idle sweep: channels with no traffic for the idle timeout are ended.
     fn sweep(&mut self, now: Instant) {
-        let idle: Vec<ChanKey> = self
+        let mut idle: Vec<ChanKey> = self
             .channels
             .iter()
             .filter(|(_, c)| {
@@ -1871,6 +1882,7 @@ impl Plane {
             })
             .map(|(k, _)| *k)
             .collect();
+        idle.sort_unstable();
         for key in idle {
             debug!(channel = ?self.channels.get(&key).map(|c| c.id), "idle channel removed");
             self.abort_channel(now, key, None, "idle timeout");
@@ -1879,19 +1891,23 @@ impl Plane {
 
     /// Close everything (shutdown): Disconnect every channel, close sockets and listeners.
     pub fn shutdown(&mut self, now: Instant) {
-        let keys: Vec<ChanKey> = self.channels.keys().copied().collect();
+        let mut keys: Vec<ChanKey> = self.channels.keys().copied().collect();
+        keys.sort_unstable();
         for key in keys {
             self.abort_channel(now, key, None, "shutting down");
         }
-        let conns: Vec<ConnId> = self.conns.keys().copied().collect();
+        let mut conns: Vec<ConnId> = self.conns.keys().copied().collect();
+        conns.sort_unstable();
         for conn in conns {
             self.drop_conn(conn, false);
         }
-        let listeners: Vec<ListenerId> = self.listeners.keys().copied().collect();
+        let mut listeners: Vec<ListenerId> = self.listeners.keys().copied().collect();
+        listeners.sort_unstable();
         for l in listeners {
             self.unlisten(l);
         }
-        let links: Vec<LinkId> = self.links.keys().copied().collect();
+        let mut links: Vec<LinkId> = self.links.keys().copied().collect();
+        links.sort_unstable();
         for link in links {
             self.out.push_back(Output::CloseLink { link });
         }

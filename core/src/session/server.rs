@@ -2,7 +2,7 @@
 //! listeners served by providers (round robin), connectors relayed to providers (agent mode),
 //! and providers managing their own connector tokens (autonomy).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 
 use bytes::Bytes;
@@ -120,7 +120,8 @@ struct Peer {
 pub struct ServerMachine {
     cfg: ServerConfig,
     plane: Plane,
-    tokens: HashMap<String, Token>,
+    /// Ordered, so that what is sent to several links goes out in a reproducible order.
+    tokens: BTreeMap<String, Token>,
     by_hash: HashMap<String, String>,
     peers: HashMap<LinkId, Peer>,
     /// Which reverse token a listener serves.
@@ -139,7 +140,7 @@ impl ServerMachine {
         ServerMachine {
             cfg,
             plane,
-            tokens: HashMap::new(),
+            tokens: BTreeMap::new(),
             by_hash: HashMap::new(),
             peers: HashMap::new(),
             listener_token: HashMap::new(),
