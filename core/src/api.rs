@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use crate::session::{ReverseTokenSpec, ServerMachine, SocksListen, TokenType};
+use crate::session::{ListenerState, ReverseTokenSpec, ServerMachine, SocksListen, TokenType};
 use crate::socks::credentials::ct_eq;
 use crate::socks::Credentials;
 use crate::time::Instant;
@@ -27,6 +27,10 @@ pub struct ApiResponse {
     pub status: u16,
     pub content_type: &'static str,
     pub body: String,
+    /// A reverse token was added whose SOCKS5 listener is still opening: the runtime waits
+    /// for [`ServerMachine::listener_state`] of this token to settle, then answers with
+    /// [`settle`], so that the port serves once the caller has the answer.
+    pub pending_listener: Option<String>,
 }
 
 impl ApiResponse {
@@ -35,6 +39,7 @@ impl ApiResponse {
             status,
             content_type: "application/json",
             body: v.to_string(),
+            pending_listener: None,
         }
     }
 
@@ -47,6 +52,7 @@ impl ApiResponse {
             status,
             content_type: "",
             body: String::new(),
+            pending_listener: None,
         }
     }
 }
@@ -97,11 +103,13 @@ pub fn handle(
             status: 200,
             content_type: "text/plain; version=0.0.4",
             body: metrics(server),
+            pending_listener: None,
         },
         _ => ApiResponse {
             status: 404,
             content_type: "text/plain; charset=utf-8",
             body: "404 page not found\n".into(),
+            pending_listener: None,
         },
     }
 }
@@ -169,11 +177,18 @@ fn add_token(server: &mut ServerMachine, ctx: &mut ApiContext<'_>, body: &[u8]) 
                     .and_then(|b| b.as_bool())
                     .unwrap_or(false),
             };
+            let spec_manages = spec.allow_manage_connector;
             match server.add_reverse_token(spec) {
                 Ok(t) => {
                     // Tokens added at run time serve at once, provider or not.
                     server.open_listener_now(&t);
-                    ApiResponse::json(200, json!({"success": true, "token": t, "port": port}))
+                    // A token whose providers manage their connectors has no port (the
+                    // reference's -1).
+                    let port = if spec_manages { -1 } else { i64::from(port) };
+                    let mut r =
+                        ApiResponse::json(200, json!({"success": true, "token": t, "port": port}));
+                    r.pending_listener = Some(t);
+                    r
                 }
                 Err(e) => ApiResponse::error(200, &e.to_string()),
             }
@@ -188,6 +203,26 @@ fn add_token(server: &mut ServerMachine, ctx: &mut ApiContext<'_>, body: &[u8]) 
             }
         }
         _ => ApiResponse::error(400, "invalid token type"),
+    }
+}
+
+/// The answer to a request whose response had a [`ApiResponse::pending_listener`], once that
+/// listener has settled (or the runtime stopped waiting): a token whose listener could not
+/// open is removed again, and the answer says why, as the reference's does when its port is
+/// taken.
+pub fn settle(server: &mut ServerMachine, now: Instant, resp: ApiResponse) -> ApiResponse {
+    let Some(token) = resp.pending_listener.as_deref() else {
+        return resp;
+    };
+    match server.listener_state(token) {
+        ListenerState::Failed(e) => {
+            let _ = server.remove_token(now, token);
+            ApiResponse::error(200, &format!("cannot open the SOCKS5 listener: {e}"))
+        }
+        _ => ApiResponse {
+            pending_listener: None,
+            ..resp
+        },
     }
 }
 
@@ -246,7 +281,7 @@ pub fn metrics(server: &ServerMachine) -> String {
     metric(
         "linksocks_reconnects_total",
         "counter",
-        "Link reconnections.",
+        "Links authenticated by a client instance that had lost one (reconnections).",
         s.reconnects.to_string(),
     );
     metric(
@@ -293,5 +328,41 @@ mod tests {
         assert_eq!(percent_decode("%"), "%");
         assert_eq!(percent_decode("%zz%4"), "%zz%4");
         assert_eq!(percent_decode("é%41"), "éA");
+    }
+
+    /// As in the reference, a reverse token whose providers manage their own connectors gets
+    /// no SOCKS5 port (-1): one would reach every provider, defeating their isolation.
+    #[test]
+    fn a_token_managing_connectors_has_no_port() {
+        use super::{handle, ApiContext, ApiRequest};
+        use crate::session::{ListenerState, ServerConfig, ServerMachine};
+        use crate::time::Instant;
+
+        let ids = Box::new(|b: &mut [u8]| b.fill(7));
+        let mut server = ServerMachine::new(ServerConfig::default(), ids, Instant::ZERO);
+        let mut pick = || Some(4000);
+        let mut ctx = ApiContext {
+            key: "k",
+            version: "v",
+            socks_host: "127.0.0.1",
+            pick_port: &mut pick,
+        };
+        let mut call = |method, path, body: &str| {
+            let req = ApiRequest {
+                method,
+                path,
+                api_key: Some("k"),
+                body: body.as_bytes(),
+            };
+            let r = handle(&mut server, Instant::ZERO, &mut ctx, &req);
+            serde_json::from_str::<serde_json::Value>(&r.body).unwrap()
+        };
+        let body = r#"{"type":"reverse","token":"auto","port":4001,"allow_manage_connector":true}"#;
+        let added = call("POST", "/api/token", body);
+        assert_eq!(added["success"], true, "{added}");
+        assert_eq!(added["port"], -1, "{added}");
+        let status = call("GET", "/api/status", "");
+        assert_eq!(status["tokens"][0]["port"], -1, "{status}");
+        assert_eq!(server.listener_state("auto"), ListenerState::None);
     }
 }

@@ -12,8 +12,8 @@ use std::panic::catch_unwind;
 use bytes::{Bytes, BytesMut};
 use linksocks_core::ids::{ChannelId, InstanceId};
 use linksocks_core::wire::{
-    decode, encode, gzip, Auth, Compression, Connect, ConnectorOp, Data, DecodeLimits, Message,
-    Protocol, UdpTrailer, WireError, DATA_HEADER_LEN, PROTOCOL_VERSION,
+    decode, encode, feature, gzip, Auth, Compression, Connect, ConnectorOp, Data, DecodeLimits,
+    Message, Protocol, UdpTrailer, WireError, DATA_HEADER_LEN, PROTOCOL_VERSION,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -557,6 +557,30 @@ fn vectors() -> Vec<Vector> {
             DecodeOnly,
             &[2, 3, 4, 5, 6, 7],
         ),
+        // --- 0x40-0x42: our extension, between our own peers only (Features(4) / ChannelID).
+        v(
+            "hello channel flow",
+            "01 40 | 00000001",
+            Message::Hello {
+                features: feature::CHANNEL_FLOW,
+            },
+            Both,
+            &[],
+        ),
+        v(
+            "channel pause",
+            &format!("01 41 | {CH}"),
+            Message::ChannelPause { channel: ch() },
+            Both,
+            &[],
+        ),
+        v(
+            "channel resume",
+            &format!("01 42 | {CH}"),
+            Message::ChannelResume { channel: ch() },
+            Both,
+            &[],
+        ),
     ]
 }
 
@@ -589,7 +613,7 @@ fn vectors_encode() {
 #[test]
 fn vectors_cover_every_type() {
     let vs = vectors();
-    for kind in (0x01..=0x0du8).chain([0x0e, 0x11]) {
+    for kind in (0x01..=0x0du8).chain([0x0e, 0x11, 0x40, 0x41, 0x42]) {
         assert!(
             vs.iter().any(|v| v.bytes[1] == kind),
             "no vector for type {kind:#04x}"
@@ -764,7 +788,7 @@ fn unknown_type_is_an_error() {
         dec(&hex("01 12 | 00000002 | 7b7d")),
         Err(WireError::UnknownType(0x12))
     );
-    for t in [0x00u8, 0x12, 0x13, 0x42, 0xff] {
+    for t in [0x00u8, 0x12, 0x13, 0x3f, 0x43, 0xff] {
         assert_eq!(dec(&[0x01, t]), Err(WireError::UnknownType(t)));
     }
     // Every type byte in 0x0B..=0x11 is a (recognised, ignored) direct-transport message.

@@ -147,6 +147,18 @@ pub trait Role<R: Runtime>: Send + 'static {
     fn close(machine: &mut Self::M, now: Instant);
 }
 
+/// A running task counted in `.0`: uncounted (and `.1` signalled at zero) when it ends, by
+/// whichever path.
+struct CountedTask<'a>(&'a AtomicUsize, &'a Event);
+
+impl Drop for CountedTask<'_> {
+    fn drop(&mut self) {
+        if self.0.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.1.notify(usize::MAX);
+        }
+    }
+}
+
 pub struct State<M> {
     pub machine: M,
     pub links: HashMap<LinkId, LinkHandle>,
@@ -167,9 +179,15 @@ pub struct Driver<R: Runtime, P: Role<R>> {
     events: Option<async_channel::Sender<RunEvent>>,
     /// Signalled when the machine reports a fatal error.
     pub fatal_event: Event,
+    /// Signalled when a listener has been opened, or failed to open.
+    pub listener_settled: Event,
     /// Link writer tasks still running (graceful shutdown waits for them).
     live_links: AtomicUsize,
     links_done: Event,
+    /// Listener tasks still holding their socket: graceful shutdown waits for them too, so
+    /// that the port is free once `run_server`/`run_client` returns (a restart can bind it).
+    live_listeners: AtomicUsize,
+    listeners_done: Event,
     pub max_message_size: usize,
     /// Dial targets through this proxy.
     pub upstream: Option<crate::ProxyUrl>,
@@ -213,8 +231,11 @@ impl<R: Runtime, P: Role<R>> Driver<R, P> {
             timer_rx,
             events,
             fatal_event: Event::new(),
+            listener_settled: Event::new(),
             live_links: AtomicUsize::new(0),
             links_done: Event::new(),
+            live_listeners: AtomicUsize::new(0),
+            listeners_done: Event::new(),
             max_message_size,
             upstream,
             link,
@@ -418,7 +439,7 @@ impl<R: Runtime, P: Role<R>> Driver<R, P> {
     }
 
     /// Graceful stop: the machine ends its channels and links; wait (bounded) for the links'
-    /// writers to flush what they were given.
+    /// writers to flush what they were given and for the listeners to let their ports go.
     pub async fn shutdown(self: &Arc<Self>, grace: Duration) {
         {
             let mut st = self.lock();
@@ -427,13 +448,21 @@ impl<R: Runtime, P: Role<R>> Driver<R, P> {
             self.dispatch(&mut st);
         }
         let deadline = StdInstant::now() + grace;
+        self.wait_none_left(&self.live_links, &self.links_done, deadline)
+            .await;
+        self.wait_none_left(&self.live_listeners, &self.listeners_done, deadline)
+            .await;
+    }
+
+    /// Waits until `count` is zero (`done` is signalled when it gets there), or `deadline`.
+    async fn wait_none_left(&self, count: &AtomicUsize, done: &Event, deadline: StdInstant) {
         loop {
-            let l = self.links_done.listen();
-            if self.live_links.load(Ordering::SeqCst) == 0 {
+            let l = done.listen();
+            if count.load(Ordering::SeqCst) == 0 {
                 return;
             }
             let sleep = self.rt.sleep_until(deadline);
-            let done = futures_lite::future::or(
+            let timed_out = futures_lite::future::or(
                 async {
                     l.await;
                     false
@@ -444,7 +473,7 @@ impl<R: Runtime, P: Role<R>> Driver<R, P> {
                 },
             )
             .await;
-            if done {
+            if timed_out {
                 return;
             }
         }
@@ -474,18 +503,23 @@ impl<R: Runtime, P: Role<R>> Driver<R, P> {
         );
         self.live_links.fetch_add(1, Ordering::SeqCst);
         let (sender, receiver) = ws.split();
+        // The link's tasks log in the span of whoever attached it (the server's names the peer).
+        let span = tracing::Span::current();
         let me = self.clone();
         let c = closed.clone();
-        self.rt.spawn(async move {
+        let writer = async move {
             crate::link::write_loop(&me, link, sender, rx, c).await;
             if me.live_links.fetch_sub(1, Ordering::SeqCst) == 1 {
                 me.links_done.notify(usize::MAX);
             }
-        });
+        };
+        self.rt
+            .spawn(tracing::Instrument::instrument(writer, span.clone()));
         let me = self.clone();
-        self.rt.spawn(async move {
+        let reader = async move {
             crate::link::read_loop(&me, link, receiver, gate, closed).await;
-        });
+        };
+        self.rt.spawn(tracing::Instrument::instrument(reader, span));
     }
 
     /// A link ended (read error, close, write error): tell the machine once.
@@ -521,8 +555,11 @@ impl<R: Runtime, P: Role<R>> Driver<R, P> {
                 alive: alive.clone(),
             },
         );
+        self.live_listeners.fetch_add(1, Ordering::SeqCst);
         let me = self.clone();
         self.rt.spawn(async move {
+            // Declared before the socket, so dropped after it: the port is free when counted out.
+            let _live = CountedTask(&me.live_listeners, &me.listeners_done);
             let bound = match me.rt.resolve(host.clone(), port).await {
                 Ok(addrs) if !addrs.is_empty() => me.rt.listen(addrs[0]).await,
                 Ok(_) => Err(std::io::Error::other(format!("{host}: no address"))),
@@ -532,11 +569,13 @@ impl<R: Runtime, P: Role<R>> Driver<R, P> {
                 Ok(l) => l,
                 Err(e) => {
                     me.with(|m, now| m.handle_listener_bound(now, listener, Err(e.to_string())));
+                    me.listener_settled.notify(usize::MAX);
                     return;
                 }
             };
             let addr = R::listener_addr(&l).map_err(|e| e.to_string());
             me.with(|m, now| m.handle_listener_bound(now, listener, addr));
+            me.listener_settled.notify(usize::MAX);
             loop {
                 if !alive.load(Ordering::SeqCst) {
                     return;

@@ -6,12 +6,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant as StdInstant};
 
+use async_tungstenite::tungstenite::error::{Error as WsError, ProtocolError};
 use async_tungstenite::tungstenite::Message;
 use async_tungstenite::{WebSocketReceiver, WebSocketSender};
 use futures_lite::StreamExt;
 use futures_util::SinkExt;
 use linksocks_core::session::{LinkId, Machine};
-use tracing::{debug, trace};
+use tracing::{debug, info};
 
 use crate::driver::{Driver, Gate, LinkCmd, Role, Signal};
 use crate::Runtime;
@@ -129,13 +130,32 @@ pub async fn read_loop<R, P, S>(
             }
             Some(Ok(Message::Frame(_))) => {}
             Some(Ok(Message::Text(_))) => {
-                trace!(%link, "text message ignored (the protocol is binary)")
+                // Every LinkSocks message is binary: a text message means a peer that does not
+                // speak the protocol. The reference closes the connection too.
+                info!(%link, "text message on the link (the protocol is binary); closing it");
+                d.link_lost(link, "text message");
+                return;
             }
             Some(Ok(Message::Close(_))) | None => {
                 d.link_lost(link, "closed by peer");
                 return;
             }
             Some(Err(e)) => {
+                // Said once per link, at info, when the peer broke the WebSocket rules (a
+                // message over the size limit, a bad frame); a connection that merely ended
+                // is routine.
+                let peer_fault = match &e {
+                    WsError::Capacity(_) => true,
+                    WsError::Protocol(p) => {
+                        !matches!(p, ProtocolError::ResetWithoutClosingHandshake)
+                    }
+                    _ => false,
+                };
+                if peer_fault {
+                    info!(%link, "WebSocket error from the peer: {e}; closing the link");
+                } else {
+                    debug!(%link, "link read ended: {e}");
+                }
                 d.link_lost(link, &e.to_string());
                 return;
             }

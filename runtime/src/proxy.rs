@@ -83,17 +83,31 @@ pub async fn connect_via<R: Runtime>(
 /// The proxy the environment names for a connection to `host` (`tls`: wss), unless `NO_PROXY`
 /// excludes it. Invalid values are ignored with a warning.
 pub fn env_proxy(host: &str, tls: bool) -> Option<ProxyUrl> {
-    let var = |k: &str| {
+    proxy_for(host, tls, |k| {
         std::env::var(k)
             .ok()
             .or_else(|| std::env::var(k.to_ascii_lowercase()).ok())
-            .filter(|v| !v.trim().is_empty())
-    };
+    })
+}
+
+/// [`env_proxy`] with the variables read through `var` (upper-case names; the caller also
+/// looks at the lower-case ones).
+///
+/// Like the reference (Go's `ProxyFromEnvironment`), `localhost` and loopback addresses are
+/// always reached directly: a proxy's loopback is not ours.
+fn proxy_for(host: &str, tls: bool, var: impl Fn(&str) -> Option<String>) -> Option<ProxyUrl> {
+    let var = |k: &str| var(k).filter(|v| !v.trim().is_empty());
+    let h = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_ascii_lowercase();
+    if h == "localhost"
+        || h.parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+    {
+        return None;
+    }
     if let Some(no) = var("NO_PROXY") {
-        let h = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_ascii_lowercase();
         for pat in no.split(',').map(|p| p.trim().to_ascii_lowercase()) {
             let pat = pat.trim_start_matches('.');
             if pat == "*" || (!pat.is_empty() && (h == pat || h.ends_with(&format!(".{pat}")))) {
@@ -113,5 +127,70 @@ pub fn env_proxy(host: &str, tls: bool) -> Option<ProxyUrl> {
             tracing::warn!("ignoring proxy from the environment: {e}");
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::proxy_for;
+
+    fn pick(host: &str, tls: bool, vars: &[(&str, &str)]) -> Option<String> {
+        proxy_for(host, tls, |k| {
+            vars.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        })
+        .map(|p| format!("{}:{}", p.host, p.port))
+    }
+
+    #[test]
+    fn scheme_picks_the_variable() {
+        let vars = [("HTTP_PROXY", "http://h:1"), ("HTTPS_PROXY", "http://s:2")];
+        assert_eq!(pick("example.org", false, &vars).as_deref(), Some("h:1"));
+        assert_eq!(pick("example.org", true, &vars).as_deref(), Some("s:2"));
+        let all = [("ALL_PROXY", "socks5://a:3"), ("HTTP_PROXY", " ")];
+        assert_eq!(pick("example.org", false, &all).as_deref(), Some("a:3"));
+        assert_eq!(pick("example.org", true, &all).as_deref(), Some("a:3"));
+        assert_eq!(pick("example.org", false, &[]), None);
+        assert_eq!(
+            pick("example.org", false, &[("HTTP_PROXY", "ftp://x")]),
+            None
+        );
+    }
+
+    #[test]
+    fn no_proxy_and_loopback_go_direct() {
+        let vars = [
+            ("ALL_PROXY", "socks5://a:3"),
+            ("NO_PROXY", "internal.test, .corp"),
+        ];
+        assert_eq!(pick("internal.test", false, &vars), None);
+        assert_eq!(pick("x.internal.test", false, &vars), None);
+        assert_eq!(pick("host.corp", false, &vars), None);
+        assert_eq!(
+            pick("notinternal.test", false, &vars).as_deref(),
+            Some("a:3")
+        );
+        assert_eq!(
+            pick(
+                "h",
+                false,
+                &[("ALL_PROXY", "socks5://a:3"), ("NO_PROXY", "*")]
+            ),
+            None
+        );
+        for host in [
+            "localhost",
+            "LOCALHOST",
+            "127.0.0.1",
+            "127.8.9.10",
+            "::1",
+            "[::1]",
+        ] {
+            assert_eq!(pick(host, false, &vars), None, "{host}");
+        }
+        // Only literal loopback addresses are recognised, as in Go: a name is the proxy's to
+        // resolve.
+        assert_eq!(pick("127.1", false, &vars).as_deref(), Some("a:3"));
     }
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant as StdInstant};
 use async_tungstenite::tungstenite::protocol::{Role as WsRole, WebSocketConfig};
 use async_tungstenite::WebSocketStream;
 use linksocks_core::api;
-use linksocks_core::session::{LinkId, ServerMachine};
+use linksocks_core::session::{LinkId, ListenerState, ServerMachine};
 use linksocks_core::time::Instant;
 use tracing::{debug, info, warn};
 
@@ -18,6 +18,8 @@ use crate::{RunError, RunEvent, Runtime, ServerOptions, Stop, TokenSpec};
 
 /// How long a connection may take to send its request head.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an API answer waits for the SOCKS5 listener of a token it added to open.
+const LISTEN_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct ServerRole;
 
@@ -140,7 +142,11 @@ pub async fn run_server<R: Runtime>(
                 let d = driver.clone();
                 let api = api.clone();
                 let acceptor = acceptor.clone();
-                rt.spawn(async move {
+                // Every line logged while serving this connection (its link's included, by
+                // the core too) names the peer, so a refused or misbehaving client can be
+                // told apart from the others.
+                let span = tracing::info_span!("http", %peer);
+                let serve = async move {
                     let stream = match acceptor {
                         None => MaybeTls::Plain(stream),
                         Some(a) => {
@@ -164,7 +170,8 @@ pub async fn run_server<R: Runtime>(
                         }
                     };
                     serve_http(d, stream, peer, api).await
-                });
+                };
+                rt.spawn(tracing::Instrument::instrument(serve, span));
             }
             Some(Err(e)) => {
                 warn!("accept failed: {e}");
@@ -177,6 +184,21 @@ pub async fn run_server<R: Runtime>(
     info!("shutting down");
     driver.shutdown(Duration::from_secs(3)).await;
     Ok(())
+}
+
+/// Waits (bounded) until the SOCKS5 listener of `token` is open or has failed to open.
+async fn settle_listener<R: Runtime>(d: &Arc<Driver<R, ServerRole>>, token: &str) {
+    let deadline = StdInstant::now() + LISTEN_TIMEOUT;
+    loop {
+        let settled = d.listener_settled.listen();
+        if d.lock().machine.listener_state(token) != ListenerState::Opening
+            || StdInstant::now() >= deadline
+        {
+            return;
+        }
+        let timeout = d.rt.sleep_until(deadline);
+        futures_lite::future::or(settled, timeout).await;
+    }
 }
 
 async fn serve_http<R: Runtime>(
@@ -195,7 +217,12 @@ async fn serve_http<R: Runtime>(
     let (head, rest) = match head {
         Some(Ok(h)) => h,
         Some(Err(e)) => {
-            debug!(%peer, "bad HTTP request: {e}");
+            // A connection that closes before sending anything (a port probe) is no offence.
+            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                debug!("{e}");
+            } else {
+                info!("{e}; answered 400");
+            }
             let _ = http::respond(
                 &mut stream,
                 400,
@@ -207,7 +234,7 @@ async fn serve_http<R: Runtime>(
             return;
         }
         None => {
-            debug!(%peer, "no request head in time");
+            info!("no complete request head within {HEAD_TIMEOUT:?}; closing");
             return;
         }
     };
@@ -215,6 +242,7 @@ async fn serve_http<R: Runtime>(
     if path == "/socket" || path.starts_with("/socket/") {
         let key = head.header("sec-websocket-key").map(str::to_string);
         let (true, Some(key)) = (head.is_websocket_upgrade(), key) else {
+            info!("request for {path} is not a WebSocket upgrade");
             let _ = http::respond(
                 &mut stream,
                 400,
@@ -309,8 +337,19 @@ async fn serve_http<R: Runtime>(
             d.dispatch(&mut st);
             r
         };
+        let resp = match resp.pending_listener.clone() {
+            None => resp,
+            Some(token) => {
+                settle_listener(&d, &token).await;
+                let mut st = d.lock();
+                let now = d.now();
+                let r = api::settle(&mut st.machine, now, resp);
+                d.dispatch(&mut st);
+                r
+            }
+        };
         if resp.status == 401 {
-            debug!(%peer, "API request with a wrong key");
+            warn!("API request with a wrong key");
         }
         let _ = http::respond(
             &mut stream,

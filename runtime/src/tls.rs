@@ -82,7 +82,8 @@ pub fn server_name(host: &str) -> Result<pki_types::ServerName<'static>, String>
 /// The usual chain verification, plus: a server certificate that is itself in the CA file is
 /// accepted. `openssl req -x509` makes self-signed certificates marked CA:TRUE, which webpki
 /// refuses as a server's own certificate; curl and Go accept them from a CA file, and so do we.
-/// The handshake signature is still checked against that certificate's key.
+/// The handshake signature is still checked against that certificate's key, and the
+/// certificate must name the host dialled, as curl and Go require too.
 #[derive(Debug)]
 struct Pinning {
     webpki: Arc<rustls::client::WebPkiServerVerifier>,
@@ -109,6 +110,8 @@ impl rustls::client::danger::ServerCertVerifier for Pinning {
                     .iter()
                     .any(|p| p.as_ref() == end_entity.as_ref()) =>
             {
+                let cert = rustls::server::ParsedCertificate::try_from(end_entity)?;
+                rustls::client::verify_server_name(&cert, server_name)?;
                 Ok(rustls::client::danger::ServerCertVerified::assertion())
             }
             Err(e) => Err(e),

@@ -28,6 +28,8 @@ enum Frame {
     Disconnect { ch: u8, err: bool },
     Connector { ch: u8, token: u8, add: bool },
     Partners(i64),
+    Hello(u32),
+    Flow { ch: u8, pause: bool },
 }
 
 #[derive(Arbitrary, Debug)]
@@ -99,6 +101,9 @@ fn frame(f: &Frame) -> Bytes {
             op: if *add { wire::ConnectorOp::Add } else { wire::ConnectorOp::Remove },
         },
         Frame::Partners(n) => Message::Partners { count: *n },
+        Frame::Hello(features) => Message::Hello { features: *features },
+        Frame::Flow { ch, pause: true } => Message::ChannelPause { channel: chan(*ch) },
+        Frame::Flow { ch, pause: false } => Message::ChannelResume { channel: chan(*ch) },
     };
     wire::encode::encode_to_bytes(&msg).unwrap_or_default()
 }
@@ -171,7 +176,7 @@ fn run(input: &Input) {
                 if i % 2 == 0 {
                     let q = match query % 4 {
                         0 => "/socket".to_string(),
-                        1 => format!("/socket?token={}&reverse=false", linksocks_core::session::client::token_hash("fwd")),
+                        1 => format!("/socket?token={}&reverse=false&ext=flow", linksocks_core::session::client::token_hash("fwd")),
                         2 => format!("/socket?token={}&reverse=true", linksocks_core::session::client::token_hash("rev")),
                         _ => "/socket?token=short".to_string(),
                     };

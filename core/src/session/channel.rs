@@ -87,6 +87,8 @@ pub struct Channel {
     pub pending_end: Option<Option<String>>,
     pub batch: Batcher,
     pub last_active: Instant,
+    /// The peer asked us (ChannelPause) to stop reading this channel's local socket.
+    pub held_by_peer: bool,
 }
 
 impl Channel {
@@ -113,6 +115,7 @@ impl Channel {
             pending_end: None,
             batch: Batcher::new(),
             last_active: now,
+            held_by_peer: false,
         }
     }
 

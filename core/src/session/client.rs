@@ -17,10 +17,14 @@ use super::{ConnId, LinkId, ListenerId, Machine, UdpId};
 use crate::ids::{ChannelId, IdSource};
 use crate::socks::Reply;
 use crate::time::Instant;
-use crate::wire::{Auth, ConnectorOp, Message};
+use crate::wire::{feature, Auth, ConnectorOp, Message};
 
 /// Token a client without one presents.
 pub const ANONYMOUS: &str = "anonymous";
+
+/// The URL-query value (`ext=flow`) by which our client tells a server of ours that it speaks
+/// per-channel flow control; the server answers with [`Message::Hello`].
+pub const EXT_FLOW: &str = "flow";
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 enum LinkPhase {
@@ -123,12 +127,28 @@ impl ClientMachine {
             .unwrap_or("/socket");
         let path_only = path.split('?').next().unwrap_or(path);
         let auth_message = path_only != "/socket";
-        let url = if auth_message {
-            base
+        // `ext`: our extensions, for a server of ours to answer with Hello; the reference
+        // ignores query parameters it does not know.
+        let ext = if cfg.data.channel_flow {
+            format!("ext={EXT_FLOW}")
         } else {
-            let sep = if base.contains('?') { '&' } else { '?' };
+            String::new()
+        };
+        let sep = if base.contains('?') { '&' } else { '?' };
+        let url = if auth_message {
+            if ext.is_empty() {
+                base
+            } else {
+                format!("{base}{sep}{ext}")
+            }
+        } else {
+            let ext = if ext.is_empty() {
+                ext
+            } else {
+                format!("&{ext}")
+            };
             format!(
-                "{base}{sep}token={}&reverse={}&instance={}",
+                "{base}{sep}token={}&reverse={}&instance={}{ext}",
                 token_hash(&token),
                 cfg.role == ClientRole::Provider,
                 cfg.instance
@@ -378,6 +398,12 @@ impl ClientMachine {
             Message::DirectTransport { .. } => {
                 debug!(%link, "direct-transport message ignored (not supported)");
             }
+            Message::Hello { features } => {
+                if features & feature::CHANNEL_FLOW != 0 {
+                    debug!(%link, "the server speaks per-channel flow control");
+                    self.plane.set_peer_flow(link);
+                }
+            }
             other => debug!(%link, "unexpected {} from the server ignored", other.name()),
         }
     }
@@ -419,6 +445,10 @@ impl ClientMachine {
 
 impl Machine for ClientMachine {
     plane_inputs!();
+
+    fn handle_link_pong(&mut self, now: Instant, link: LinkId) {
+        self.plane.link_alive(now, link);
+    }
 
     fn handle_link_message(&mut self, now: Instant, link: LinkId, frame: Bytes) {
         if !self.plane.links.contains_key(&link) {

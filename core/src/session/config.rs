@@ -33,6 +33,10 @@ pub struct Timings {
     pub link_wait: Duration,
     /// An application must finish its SOCKS5 handshake within this (slow-loris guard).
     pub handshake_timeout: Duration,
+    /// Reverse mode: a provider not heard from for this long is pinged before it gets a new
+    /// channel, and passed over for the next one if it does not answer within this long (the
+    /// reference pings before every use, with this deadline).
+    pub provider_probe: Duration,
 }
 
 impl Default for Timings {
@@ -51,6 +55,7 @@ impl Default for Timings {
             connector_wait_provider: Duration::from_secs(5),
             link_wait: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(30),
+            provider_probe: Duration::from_secs(1),
         }
     }
 }
@@ -92,6 +97,14 @@ pub struct DataConfig {
     /// UDP datagrams for a link with more than this queued are dropped (UDP is lossy anyway;
     /// memory is not).
     pub udp_drop_water: usize,
+    /// Per-channel flow control with peers that speak our extension (ChannelPause and
+    /// ChannelResume): a slow local writer pauses only its own channel, not the whole link.
+    /// Reference peers never see the extension; with them a slow writer pauses the link.
+    pub channel_flow: bool,
+    /// A paused channel may still receive what was in flight when the pause was sent; past
+    /// `conn_high_water + flow_overshoot` unwritten bytes the link is paused as well, so memory
+    /// stays bounded even if the peer does not honour the pause.
+    pub flow_overshoot: usize,
 }
 
 impl Default for DataConfig {
@@ -108,6 +121,8 @@ impl Default for DataConfig {
             conn_low_water: 256 << 10,
             max_inflated: crate::wire::MAX_MESSAGE_SIZE,
             udp_drop_water: 16 << 20,
+            channel_flow: true,
+            flow_overshoot: 8 << 20,
         }
     }
 }

@@ -20,10 +20,6 @@ macro_rules! plane_inputs {
             self.plane.link_sent(now, link, bytes);
         }
 
-        fn handle_link_pong(&mut self, now: Instant, link: LinkId) {
-            self.plane.link_alive(now, link);
-        }
-
         fn handle_accept(
             &mut self,
             now: Instant,
@@ -89,7 +85,9 @@ use crate::time::Instant;
 pub use client::ClientMachine;
 pub use config::*;
 pub use output::{Event, Output};
-pub use server::{ReverseTokenSpec, ServerMachine, TokenError, TokenStatus, TokenType};
+pub use server::{
+    ListenerState, ReverseTokenSpec, ServerMachine, TokenError, TokenStatus, TokenType,
+};
 
 macro_rules! handle {
     ($(#[$m:meta])* $name:ident, $prefix:literal) => {

@@ -9,7 +9,7 @@ use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use bytes::{Bytes, BytesMut};
-use tracing::{debug, trace};
+use tracing::{debug, info, trace};
 
 use super::batch::Ready;
 use super::channel::{ChanKey, Channel, Local, Phase, Side, UdpLocal};
@@ -44,6 +44,10 @@ pub enum Timer {
     Pong(LinkId),
     /// Client: time to open a link again.
     Reconnect(LinkId),
+    /// Server: a provider pinged before it gets new channels must have answered by now.
+    Probe(LinkId),
+    /// Server: a link must have authenticated by now.
+    Auth(LinkId),
 }
 
 /// Counters for logs and metrics.
@@ -76,6 +80,11 @@ pub struct LinkEntry {
     batched: Vec<ChanKey>,
     /// When the peer last showed it is alive (any frame, ping or pong).
     heard: Instant,
+    /// A malformed message from this peer was already logged at info (later ones at debug:
+    /// one line per offending peer, not one per message).
+    malformed_logged: bool,
+    /// The peer speaks our per-channel flow control (it sent, or announced, Hello).
+    pub peer_flow: bool,
 }
 
 enum ConnState {
@@ -112,6 +121,8 @@ struct ConnEntry {
     parked_on: Option<LinkId>,
     /// The link this socket's full write queue holds paused.
     blocking: Option<LinkId>,
+    /// We asked the peer on this link to pause the channel that feeds this socket.
+    flow_paused: Option<(LinkId, ChannelId)>,
 }
 
 pub struct ListenerEntry {
@@ -275,6 +286,8 @@ impl Plane {
                 paused_by: 0,
                 batched: Vec::new(),
                 heard: now,
+                malformed_logged: false,
+                peer_flow: false,
             },
         );
     }
@@ -286,6 +299,13 @@ impl Plane {
             self.timers
                 .set(Timer::Ping(link), now + self.timings.ping_interval);
             self.event(Event::LinkReady { link });
+        }
+    }
+
+    /// The peer on `link` speaks our per-channel flow control (when we do too).
+    pub fn set_peer_flow(&mut self, link: LinkId) {
+        if let Some(l) = self.links.get_mut(&link) {
+            l.peer_flow = self.data.channel_flow;
         }
     }
 
@@ -353,9 +373,10 @@ impl Plane {
             self.flush_batch(now, key);
         }
         for conn in readers {
+            let held = self.held_by_peer(conn);
             if let Some(c) = self.conns.get_mut(&conn) {
                 c.parked_on = None;
-                if c.read_paused {
+                if c.read_paused && !held {
                     c.read_paused = false;
                     self.out.push_back(Output::ResumeRead { conn });
                 }
@@ -393,6 +414,13 @@ impl Plane {
             l.heard = now;
         }
         self.timers.cancel(Timer::Pong(link));
+    }
+
+    /// Whether the peer on `link` showed it is alive less than `within` before `now`.
+    pub fn heard_within(&self, link: LinkId, now: Instant, within: std::time::Duration) -> bool {
+        self.links
+            .get(&link)
+            .is_some_and(|l| now.saturating_duration_since(l.heard) < within)
     }
 
     /// Forget a link and end every channel that used it. `reason` goes to the far ends.
@@ -490,6 +518,7 @@ impl Plane {
                 read_paused: false,
                 parked_on: None,
                 blocking: None,
+                flow_paused: None,
             },
         );
         self.timers
@@ -521,7 +550,8 @@ impl Plane {
                 }
                 None
             }
-            ConnState::Handshake { socks, .. } => {
+            ConnState::Handshake { socks, peer, .. } => {
+                let peer = *peer;
                 let result = socks.feed(&data);
                 let mut replies = Vec::new();
                 while let Some(b) = socks.poll_transmit() {
@@ -532,7 +562,7 @@ impl Plane {
                 }
                 match result {
                     Err(e) => {
-                        debug!(%conn, error = %e, "SOCKS5 handshake refused");
+                        info!(%conn, %peer, error = %e, "SOCKS5 handshake refused");
                         if let Some(resp) = e.response() {
                             if resp.len() > 3 && resp[0] == 5 {
                                 self.count_reply(resp[1]);
@@ -666,8 +696,12 @@ impl Plane {
             return;
         };
         if c.backlog.sub(bytes) {
+            let flow = c.flow_paused.take();
             if let Some(link) = c.blocking.take() {
                 self.unblock_link(link);
+            }
+            if let Some((link, channel)) = flow {
+                self.send(link, &Message::ChannelResume { channel });
             }
         }
     }
@@ -717,8 +751,8 @@ impl Plane {
     /// role then answers it); handshakes are closed here.
     pub fn conn_deadline(&mut self, conn: ConnId) -> bool {
         match self.conns.get(&conn).map(|c| &c.state) {
-            Some(ConnState::Handshake { .. }) => {
-                debug!(%conn, "SOCKS5 handshake timed out");
+            Some(ConnState::Handshake { peer, .. }) => {
+                info!(%conn, %peer, "SOCKS5 handshake not finished in time; closing");
                 self.drop_conn(conn, false);
                 false
             }
@@ -827,9 +861,11 @@ impl Plane {
                     e.state = ConnState::UdpControl(key);
                 }
                 // The relay listens where the application reached us: same family, same interface.
+                // An IPv4 application on a dual-stack listener arrives as an IPv4-mapped
+                // address; a relay named that way (ATYP 4) is one it cannot send to.
                 self.out.push_back(Output::BindUdp {
                     udp,
-                    addr: Some(SocketAddr::new(local.ip(), 0)),
+                    addr: Some(SocketAddr::new(canonical(local).ip(), 0)),
                 });
                 self.timers.set(
                     Timer::Chan(key),
@@ -888,6 +924,7 @@ impl Plane {
                         read_paused: false,
                         parked_on: None,
                         blocking: None,
+                        flow_paused: None,
                     },
                 );
                 let target = TargetAddr::from_host_port(&host, port);
@@ -1084,7 +1121,15 @@ impl Plane {
             Ok(m) => Some(m),
             Err(e) => {
                 self.stats.bad_frames += 1;
-                debug!(%link, error = %e, "message ignored");
+                let first = self
+                    .links
+                    .get_mut(&link)
+                    .is_some_and(|l| !std::mem::replace(&mut l.malformed_logged, true));
+                if first {
+                    info!(%link, error = %e, "malformed message ignored (further ones logged at debug)");
+                } else {
+                    debug!(%link, error = %e, "message ignored");
+                }
                 None
             }
         }
@@ -1125,6 +1170,14 @@ impl Plane {
             }
             Message::Disconnect { channel, error } => {
                 self.disconnect(now, link, channel, error, frame);
+                Routed::Done
+            }
+            Message::ChannelPause { channel } => {
+                self.peer_flow_control(link, channel, true, frame);
+                Routed::Done
+            }
+            Message::ChannelResume { channel } => {
+                self.peer_flow_control(link, channel, false, frame);
                 Routed::Done
             }
             Message::Connect(c) => Routed::Connect(c),
@@ -1195,15 +1248,71 @@ impl Plane {
         }
     }
 
+    /// Queue Data from `link` for a local socket. When the socket's queue crosses its high
+    /// mark, a peer that speaks our flow control is asked to pause just this channel; any
+    /// other peer (or one that keeps sending past the overshoot allowance) has the whole link
+    /// paused: the wire gives it no finer way, and memory must stay bounded.
     fn write_to_conn(&mut self, link: LinkId, conn: ConnId, data: Bytes) {
+        let flow_channel = match self.conns.get(&conn).map(|c| &c.state) {
+            Some(ConnState::Channel(key)) if self.links.get(&link).is_some_and(|l| l.peer_flow) => {
+                self.channels.get(key).map(|ch| ch.id)
+            }
+            _ => None,
+        };
+        let hard_limit = self.data.conn_high_water + self.data.flow_overshoot;
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
         let crossed = c.backlog.add(data.len());
         self.out.push_back(Output::Write { conn, data });
-        if crossed && c.blocking.is_none() {
-            c.blocking = Some(link);
-            self.block_link(link);
+        if c.blocking.is_some() {
+            return;
+        }
+        if crossed {
+            if let Some(channel) = flow_channel {
+                c.flow_paused = Some((link, channel));
+                self.send(link, &Message::ChannelPause { channel });
+                return;
+            }
+        } else if c.flow_paused.is_none() || c.backlog.queued() < hard_limit {
+            return;
+        }
+        c.blocking = Some(link);
+        self.block_link(link);
+    }
+
+    /// The peer asks us to pause (or resume) sending `channel`: stop (or restart) reading its
+    /// local socket. A relay passes the request on when the other side understands it.
+    fn peer_flow_control(&mut self, link: LinkId, channel: ChannelId, pause: bool, frame: Bytes) {
+        let Some(&key) = self.by_wire.get(&(link, channel)) else {
+            return;
+        };
+        let Some(ch) = self.channels.get_mut(&key) else {
+            return;
+        };
+        if let Some(to) = ch.other_link(link) {
+            if self.links.get(&to).is_some_and(|l| l.peer_flow) {
+                self.transmit(to, frame);
+            }
+            return;
+        }
+        let Local::Conn(conn) = ch.local else {
+            return;
+        };
+        ch.held_by_peer = pause;
+        let open = ch.phase == Phase::Open;
+        if pause {
+            self.pause_conn_read(conn, None);
+        } else if open && self.conns.get(&conn).is_some_and(|c| c.parked_on.is_none()) {
+            self.resume_conn_read(conn);
+        }
+    }
+
+    /// Whether the channel of local socket `conn` is paused by the peer's request.
+    fn held_by_peer(&self, conn: ConnId) -> bool {
+        match self.conns.get(&conn).map(|c| &c.state) {
+            Some(ConnState::Channel(key)) => self.channels.get(key).is_some_and(|c| c.held_by_peer),
+            _ => false,
         }
     }
 
@@ -1447,6 +1556,9 @@ impl Plane {
     }
 
     fn resume_conn_read(&mut self, conn: ConnId) {
+        if self.held_by_peer(conn) {
+            return;
+        }
         if let Some(c) = self.conns.get_mut(&conn) {
             if c.read_paused {
                 c.read_paused = false;
@@ -1868,7 +1980,7 @@ impl Plane {
                 debug!(%link, "peer silent too long: link considered dead");
                 self.out.push_back(Output::CloseLink { link });
             }
-            Timer::Conn(_) | Timer::Reconnect(_) => {}
+            Timer::Conn(_) | Timer::Reconnect(_) | Timer::Probe(_) | Timer::Auth(_) => {}
         }
     }
 

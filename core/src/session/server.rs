@@ -2,21 +2,22 @@
 //! listeners served by providers (round robin), connectors relayed to providers (agent mode),
 //! and providers managing their own connector tokens (autonomy).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 
 use bytes::Bytes;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
-use super::client::token_hash;
+use super::client::{token_hash, EXT_FLOW};
 use super::config::{ServerConfig, SocksListen};
 use super::output::Output;
 use super::plane::{Plane, Routed, SocksRequest, Timer};
 use super::{ConnId, LinkId, ListenerId, Machine, UdpId};
 use crate::ids::{IdSource, InstanceId};
+use crate::socks::credentials::ct_eq;
 use crate::socks::Reply;
 use crate::time::Instant;
-use crate::wire::{Connect, ConnectorOp, Message};
+use crate::wire::{feature, Connect, ConnectorOp, Message};
 
 /// Why a token operation was refused. The texts are the reference API's error strings.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -94,7 +95,22 @@ struct Reverse {
     waiting_socks: VecDeque<ConnId>,
     /// Connector Connects waiting for a provider: (relay channel, Connect, connector token).
     waiting_relays: VecDeque<(u64, Connect, String)>,
+    /// Why the last attempt to open the listener failed.
+    listen_error: Option<String>,
 }
+
+/// Where a reverse token's SOCKS5 listener stands (the HTTP API answers once it has settled).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ListenerState {
+    /// Not a reverse token, or one without a listener (autonomy, not started yet).
+    None,
+    Opening,
+    Bound(SocketAddr),
+    Failed(String),
+}
+
+/// Client instances remembered for counting reconnections, beyond which the oldest are forgotten.
+const DEPARTED_MAX: usize = 4096;
 
 struct Token {
     kind: Kind,
@@ -114,6 +130,8 @@ struct Peer {
     role: Role,
     token: Option<String>,
     instance: Option<InstanceId>,
+    /// Its URL query announced our extensions (`ext=flow`): it is one of ours.
+    ext_flow: bool,
 }
 
 /// The server machine.
@@ -126,6 +144,15 @@ pub struct ServerMachine {
     peers: HashMap<LinkId, Peer>,
     /// Which reverse token a listener serves.
     listener_token: HashMap<ListenerId, String>,
+    /// Reverse SOCKS requests held while the provider picked for them answers a ping: its
+    /// reverse token and the requests, by provider.
+    probing: HashMap<LinkId, (String, Vec<ConnId>)>,
+    /// Providers that did not answer that ping in time: passed over until heard from again.
+    suspect: HashSet<LinkId>,
+    /// Authenticated links lost per client instance: that instance's next links are
+    /// reconnections (metrics). `departed_order` is oldest first, for forgetting.
+    departed: HashMap<InstanceId, u32>,
+    departed_order: VecDeque<InstanceId>,
 }
 
 impl ServerMachine {
@@ -144,6 +171,10 @@ impl ServerMachine {
             by_hash: HashMap::new(),
             peers: HashMap::new(),
             listener_token: HashMap::new(),
+            probing: HashMap::new(),
+            suspect: HashSet::new(),
+            departed: HashMap::new(),
+            departed_order: VecDeque::new(),
         }
     }
 
@@ -195,19 +226,23 @@ impl ServerMachine {
     }
 
     /// Add a reverse token; its SOCKS5 listener opens now with `socks_nowait`, else with the
-    /// first provider.
+    /// first provider. A token whose providers manage their own connectors gets none, as in
+    /// the reference (its port reads -1): such providers serve only their own connectors, and
+    /// a shared SOCKS5 port would reach them all (spec 11.11).
     pub fn add_reverse_token(&mut self, spec: ReverseTokenSpec) -> Result<String, TokenError> {
         let token = self.check_new(spec.token)?;
+        let socks = spec.socks.filter(|_| !spec.allow_manage_connector);
         self.insert(
             token.clone(),
             Kind::Reverse(Reverse {
-                socks: spec.socks,
+                socks,
                 allow_manage_connector: spec.allow_manage_connector,
                 listener: None,
                 providers: Vec::new(),
                 next: 0,
                 waiting_socks: VecDeque::new(),
                 waiting_relays: VecDeque::new(),
+                listen_error: None,
             }),
         );
         if self.cfg.socks_nowait {
@@ -331,8 +366,13 @@ impl ServerMachine {
                 role: Role::Pending,
                 token: None,
                 instance: None,
+                ext_flow: false,
             },
         );
+        // A connection that upgrades and never authenticates would hold its socket forever.
+        self.plane
+            .timers
+            .set(Timer::Auth(link), now + self.cfg.timings.handshake_timeout);
         let query = path_and_query.split_once('?').map(|(_, q)| q).unwrap_or("");
         let mut hash = None;
         let mut reverse = None;
@@ -350,6 +390,11 @@ impl ServerMachine {
                         .ok()
                         .map(|u| InstanceId(*u.as_bytes()))
                 }
+                "ext" if v.split(',').any(|f| f == EXT_FLOW) => {
+                    if let Some(p) = self.peers.get_mut(&link) {
+                        p.ext_flow = true;
+                    }
+                }
                 _ => {}
             }
         }
@@ -358,13 +403,29 @@ impl ServerMachine {
                 self.refuse(link, "invalid token format");
                 return link;
             }
-            let token = self.by_hash.get(&hash).cloned();
+            let token = self.token_by_hash(&hash);
             self.authenticate(now, link, token, reverse, instance);
         }
         link
     }
 
+    /// The token whose SHA-256 hex is `offered`. Every token's hash is compared in full, in
+    /// constant time, and nothing is looked up by what the peer sent: how long the answer
+    /// takes tells a guesser nothing about how close a guess came (a map lookup would stop at
+    /// the first differing byte, or order the guess among the real tokens).
+    pub fn token_by_hash(&self, offered: &str) -> Option<String> {
+        let mut found = None;
+        for (hash, token) in &self.by_hash {
+            if ct_eq(hash.as_bytes(), offered.as_bytes()) {
+                found = Some(token);
+            }
+        }
+        found.cloned()
+    }
+
     fn refuse(&mut self, link: LinkId, reason: &str) {
+        // Never the token offered: it may be a near miss of a real one.
+        warn!(%link, %reason, "authentication refused");
         self.plane.send(
             link,
             &Message::AuthResponse {
@@ -393,7 +454,6 @@ impl ServerMachine {
                 _ => None,
             });
         let (Some(role), Some(token)) = (role, token) else {
-            debug!(%link, "authentication refused");
             self.refuse(link, "invalid token");
             return;
         };
@@ -402,9 +462,20 @@ impl ServerMachine {
             p.token = Some(token.clone());
             p.instance = instance;
         }
+        if let Some(i) = instance {
+            if let Some(n) = self.departed.get_mut(&i) {
+                *n -= 1;
+                if *n == 0 {
+                    self.departed.remove(&i);
+                    self.departed_order.retain(|d| *d != i);
+                }
+                self.plane.stats.reconnects += 1;
+            }
+        }
         if let Some(t) = self.tokens.get_mut(&token) {
             t.links.push(link);
         }
+        self.plane.timers.cancel(Timer::Auth(link));
         self.plane.send(
             link,
             &Message::AuthResponse {
@@ -413,6 +484,15 @@ impl ServerMachine {
             },
         );
         self.plane.set_link_ready(now, link);
+        if self.peers.get(&link).is_some_and(|p| p.ext_flow) && self.cfg.data.channel_flow {
+            self.plane.send(
+                link,
+                &Message::Hello {
+                    features: feature::CHANNEL_FLOW,
+                },
+            );
+            self.plane.set_peer_flow(link);
+        }
         info!(%link, role = ?role, "client authenticated");
         match role {
             Role::Provider => {
@@ -488,8 +568,24 @@ impl ServerMachine {
         let l = self.plane.listen(socks, token.to_string());
         if let Some(Kind::Reverse(r)) = self.tokens.get_mut(token).map(|t| &mut t.kind) {
             r.listener = Some(l);
+            r.listen_error = None;
         }
         self.listener_token.insert(l, token.to_string());
+    }
+
+    /// Where the SOCKS5 listener of reverse token `token` stands.
+    pub fn listener_state(&self, token: &str) -> ListenerState {
+        let Some(Kind::Reverse(r)) = self.tokens.get(token).map(|t| &t.kind) else {
+            return ListenerState::None;
+        };
+        match (r.listener, &r.listen_error) {
+            (Some(l), _) => match self.plane.listeners.get(&l).and_then(|l| l.bound) {
+                Some(addr) => ListenerState::Bound(addr),
+                None => ListenerState::Opening,
+            },
+            (None, Some(e)) => ListenerState::Failed(e.clone()),
+            (None, None) => ListenerState::None,
+        }
     }
 
     /// Next provider of a reverse token, round robin; `owner` restricts to one link.
@@ -500,11 +596,69 @@ impl ServerMachine {
         if let Some(o) = owner {
             return r.providers.contains(&o).then_some(o);
         }
-        if r.providers.is_empty() {
-            return None;
+        for _ in 0..r.providers.len() {
+            r.next = (r.next + 1) % r.providers.len();
+            let p = r.providers[r.next];
+            if !self.suspect.contains(&p) {
+                return Some(p);
+            }
         }
-        r.next = (r.next + 1) % r.providers.len();
-        Some(r.providers[r.next])
+        None
+    }
+
+    /// Give a SOCKS request to provider `p`: at once if it was heard from within the probe
+    /// time, else once it answers a ping (the request is held meanwhile). A provider whose
+    /// host died without closing its connection would otherwise take requests into silence.
+    fn open_on_provider(&mut self, now: Instant, token: &str, conn: ConnId, p: LinkId) {
+        let probe = self.cfg.timings.provider_probe;
+        if self.plane.heard_within(p, now, probe) {
+            self.plane.start_socks_channel(now, conn, p);
+            return;
+        }
+        let held = &mut self
+            .probing
+            .entry(p)
+            .or_insert_with(|| (token.to_string(), Vec::new()))
+            .1;
+        held.push(conn);
+        if held.len() == 1 {
+            self.plane.emit(Output::Ping { link: p });
+            self.plane.timers.set(Timer::Probe(p), now + probe);
+        }
+    }
+
+    /// The peer on `link` showed it is alive: requests held for it go, and a provider passed
+    /// over for not answering is used again.
+    fn provider_heard(&mut self, now: Instant, link: LinkId) {
+        if self.probing.is_empty() && self.suspect.is_empty() {
+            return;
+        }
+        if let Some((_, conns)) = self.probing.remove(&link) {
+            self.plane.timers.cancel(Timer::Probe(link));
+            for conn in conns {
+                self.plane.start_socks_channel(now, conn, link);
+            }
+        }
+        if self.suspect.remove(&link) {
+            if let Some(token) = self.peers.get(&link).and_then(|p| p.token.clone()) {
+                self.serve_waiting(now, &token);
+            }
+        }
+    }
+
+    /// A provider did not answer the ping in time: pass it over until it is heard from, and
+    /// give the requests held for it to the others.
+    fn probe_failed(&mut self, now: Instant, link: LinkId) {
+        let Some((token, conns)) = self.probing.remove(&link) else {
+            return;
+        };
+        debug!(%link, "provider did not answer a ping in time; trying another");
+        self.suspect.insert(link);
+        for conn in conns {
+            if self.plane.is_waiting(conn) {
+                self.route_socks(now, &token, conn);
+            }
+        }
     }
 
     fn serve_waiting(&mut self, now: Instant, reverse: &str) {
@@ -519,7 +673,7 @@ impl ServerMachine {
                 continue;
             }
             match self.pick_provider(reverse, None) {
-                Some(p) => self.plane.start_socks_channel(now, conn, p),
+                Some(p) => self.open_on_provider(now, reverse, conn, p),
                 None => {
                     if let Some(Kind::Reverse(r)) =
                         self.tokens.get_mut(reverse).map(|t| &mut t.kind)
@@ -562,15 +716,20 @@ impl ServerMachine {
             self.plane.fail_socks(req.conn, Reply::GeneralFailure);
             return;
         };
-        match self.pick_provider(&token, None) {
-            Some(p) => self.plane.start_socks_channel(now, req.conn, p),
+        self.route_socks(now, &token, req.conn);
+    }
+
+    /// Find a provider of `token` for a SOCKS request, or let the request wait for one.
+    fn route_socks(&mut self, now: Instant, token: &str, conn: ConnId) {
+        match self.pick_provider(token, None) {
+            Some(p) => self.open_on_provider(now, token, conn, p),
             None => {
-                if let Some(Kind::Reverse(r)) = self.tokens.get_mut(&token).map(|t| &mut t.kind) {
-                    r.waiting_socks.push_back(req.conn);
+                if let Some(Kind::Reverse(r)) = self.tokens.get_mut(token).map(|t| &mut t.kind) {
+                    r.waiting_socks.push_back(conn);
                 }
                 self.plane
                     .timers
-                    .set(Timer::Conn(req.conn), now + self.cfg.timings.provider_wait);
+                    .set(Timer::Conn(conn), now + self.cfg.timings.provider_wait);
             }
         }
     }
@@ -765,7 +924,7 @@ impl ServerMachine {
                 self.authenticate(
                     now,
                     link,
-                    Some(a.token).filter(|t| self.tokens.contains_key(t)),
+                    self.token_by_hash(&token_hash(&a.token)),
                     Some(a.reverse),
                     Some(a.instance),
                 );
@@ -789,6 +948,18 @@ impl ServerMachine {
         let Some(peer) = self.peers.remove(&link) else {
             return;
         };
+        if let (Some(i), false) = (peer.instance, peer.role == Role::Pending) {
+            let n = self.departed.entry(i).or_insert_with(|| {
+                self.departed_order.push_back(i);
+                0
+            });
+            *n += 1;
+            if self.departed_order.len() > DEPARTED_MAX {
+                if let Some(old) = self.departed_order.pop_front() {
+                    self.departed.remove(&old);
+                }
+            }
+        }
         if let Some(token) = &peer.token {
             if let Some(t) = self.tokens.get_mut(token) {
                 t.links.retain(|l| *l != link);
@@ -807,6 +978,16 @@ impl ServerMachine {
             }
         }
         self.plane.remove_link(now, link, reason);
+        self.plane.timers.cancel(Timer::Auth(link));
+        self.suspect.remove(&link);
+        if let Some((token, conns)) = self.probing.remove(&link) {
+            self.plane.timers.cancel(Timer::Probe(link));
+            for conn in conns {
+                if self.plane.is_waiting(conn) {
+                    self.route_socks(now, &token, conn);
+                }
+            }
+        }
     }
 
     /// Stop: end every channel, close every link and listener.
@@ -817,6 +998,11 @@ impl ServerMachine {
 
 impl Machine for ServerMachine {
     plane_inputs!();
+
+    fn handle_link_pong(&mut self, now: Instant, link: LinkId) {
+        self.plane.link_alive(now, link);
+        self.provider_heard(now, link);
+    }
 
     fn handle_link_message(&mut self, now: Instant, link: LinkId, frame: Bytes) {
         let Some(peer) = self.peers.get(&link) else {
@@ -834,6 +1020,7 @@ impl Machine for ServerMachine {
             Routed::Control(msg) => self.on_control(now, link, msg),
             Routed::Connect(c) => self.on_connect(now, link, c),
         }
+        self.provider_heard(now, link);
     }
 
     fn handle_link_closed(&mut self, now: Instant, link: LinkId, reason: &str) {
@@ -855,6 +1042,7 @@ impl Machine for ServerMachine {
                 .map(|t| &mut t.kind)
             {
                 r.listener = None;
+                r.listen_error = Some(e.clone());
             }
             let addr = self
                 .plane
@@ -902,8 +1090,58 @@ impl Machine for ServerMachine {
                     }
                     self.plane.fire(now, Timer::Chan(key));
                 }
+                Timer::Probe(link) => self.probe_failed(now, link),
+                Timer::Auth(link) => {
+                    if self
+                        .peers
+                        .get(&link)
+                        .is_some_and(|p| p.role == Role::Pending)
+                    {
+                        info!(%link, "no authentication in time; closing the link");
+                        self.plane.emit(Output::CloseLink { link });
+                    }
+                }
                 other => self.plane.fire(now, other),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod token_tests {
+    use super::*;
+
+    fn machine() -> ServerMachine {
+        let ids: Box<dyn IdSource> = Box::new(|out: &mut [u8]| out.fill(7));
+        let mut m = ServerMachine::new(ServerConfig::default(), ids, Instant::ZERO);
+        m.add_forward_token(Some("alpha".into())).unwrap();
+        m.add_forward_token(Some("beta".into())).unwrap();
+        m
+    }
+
+    #[test]
+    fn tokens_are_found_by_their_exact_hash_only() {
+        let mut m = machine();
+        assert_eq!(
+            m.token_by_hash(&token_hash("alpha")).as_deref(),
+            Some("alpha")
+        );
+        assert_eq!(
+            m.token_by_hash(&token_hash("beta")).as_deref(),
+            Some("beta")
+        );
+        let h = token_hash("alpha");
+        for wrong in [
+            String::new(),
+            h[..63].to_string(),
+            format!("{h}0"),
+            h.to_ascii_uppercase(),
+            token_hash("alphA"),
+            "alpha".to_string(),
+        ] {
+            assert_eq!(m.token_by_hash(&wrong), None, "{wrong:?}");
+        }
+        m.remove_token(Instant::ZERO, "alpha").unwrap();
+        assert_eq!(m.token_by_hash(&token_hash("alpha")), None, "removed");
     }
 }

@@ -217,6 +217,15 @@ pub fn decode(frame: Bytes, limits: &DecodeLimits) -> Result<Message, WireError>
         kind::DIRECT_CAPABILITIES..=kind::CHANNEL_DATA_ACK => {
             Message::DirectTransport { kind: kind_byte }
         }
+        kind::HELLO => Message::Hello {
+            features: r.u32("features")?,
+        },
+        kind::CHANNEL_PAUSE => Message::ChannelPause {
+            channel: ChannelId(r.id("channel id")?),
+        },
+        kind::CHANNEL_RESUME => Message::ChannelResume {
+            channel: ChannelId(r.id("channel id")?),
+        },
         other => return Err(WireError::UnknownType(other)),
     };
     Ok(msg)

@@ -133,6 +133,18 @@ pub fn encode(msg: &Message, dst: &mut BytesMut) -> Result<(), WireError> {
                 reason: "direct-transport messages are not implemented",
             })
         }
+        Message::Hello { features } => {
+            head(dst, kind::HELLO);
+            dst.put_u32(*features);
+        }
+        Message::ChannelPause { channel } => {
+            head(dst, kind::CHANNEL_PAUSE);
+            dst.put_slice(&channel.0);
+        }
+        Message::ChannelResume { channel } => {
+            head(dst, kind::CHANNEL_RESUME);
+            dst.put_slice(&channel.0);
+        }
     }
     Ok(())
 }

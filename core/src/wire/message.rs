@@ -23,6 +23,18 @@ pub mod kind {
     /// to a relay-only peer; known and ignored.
     pub const CHANNEL_BIND: u8 = 0x0E;
     pub const CHANNEL_DATA_ACK: u8 = 0x11;
+    /// 0x40..: our extensions, sent only to a peer that announced it understands them (see
+    /// [`Message::Hello`]); the reference never receives them.
+    pub const HELLO: u8 = 0x40;
+    pub const CHANNEL_PAUSE: u8 = 0x41;
+    pub const CHANNEL_RESUME: u8 = 0x42;
+}
+
+/// Extension features a [`Message::Hello`] can announce (a bit set).
+pub mod feature {
+    /// Per-channel flow control: [`super::Message::ChannelPause`] and
+    /// [`super::Message::ChannelResume`].
+    pub const CHANNEL_FLOW: u32 = 0x1;
 }
 
 /// Transport of a channel.
@@ -156,6 +168,20 @@ pub enum Message {
     DirectTransport {
         kind: u8,
     },
+    /// Extension (ours): the sender understands the extension `features` (see [`feature`]).
+    /// The server sends it after a successful AuthResponse to a client whose URL query
+    /// announced the same (`ext=flow`); a reference peer neither sends nor receives it.
+    Hello {
+        features: u32,
+    },
+    /// Extension (ours): stop sending Data of `channel` (its writer on our side is full) ...
+    ChannelPause {
+        channel: ChannelId,
+    },
+    /// ... and start again.
+    ChannelResume {
+        channel: ChannelId,
+    },
 }
 
 impl Message {
@@ -173,6 +199,9 @@ impl Message {
             Message::Log { .. } => "Log",
             Message::Partners { .. } => "Partners",
             Message::DirectTransport { .. } => "DirectTransport",
+            Message::Hello { .. } => "Hello",
+            Message::ChannelPause { .. } => "ChannelPause",
+            Message::ChannelResume { .. } => "ChannelResume",
         }
     }
 }
@@ -191,6 +220,9 @@ pub fn kind_name(kind: u8) -> &'static str {
         kind::LOG => "Log",
         kind::PARTNERS => "Partners",
         kind::DIRECT_CAPABILITIES..=kind::CHANNEL_DATA_ACK => "DirectTransport",
+        kind::HELLO => "Hello",
+        kind::CHANNEL_PAUSE => "ChannelPause",
+        kind::CHANNEL_RESUME => "ChannelResume",
         _ => "unknown",
     }
 }
