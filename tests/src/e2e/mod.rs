@@ -13,14 +13,25 @@
 //! - [`target`]: what applications reach: echo, byte source, HTTP file server, UDP echo, DNS.
 //! - [`reference`]: the reference Go implementation, as a child process.
 //! - [`daemon`]: child processes in general (logs kept, killed on drop) and free ports.
+//! - [`daemons`]: openssl certificates, nginx as a TLS front, real upstream proxies.
+//! - [`relay`]: a TCP relay that counts, cuts or freezes one connection at a time.
+//! - [`api`]: an HTTP client for the server's API and metrics.
+//! - [`modes`]: what the mode scenarios share (reverse setups, restarts, application checks).
 //! - [`wait`]: waiting for a condition with a deadline.
 
+pub mod api;
 pub mod daemon;
+pub mod daemons;
+pub mod modes;
+pub mod netfault;
 pub mod proxy;
+pub mod rawws;
 pub mod reference;
+pub mod relay;
 pub mod socks5;
 pub mod target;
 pub mod wait;
+pub mod wiretap;
 
 pub use proxy::{client_options, server_options, Proxy, Rt};
 

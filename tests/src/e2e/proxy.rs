@@ -264,6 +264,12 @@ impl Proxy {
         self.result.as_ref()
     }
 
+    /// A handle that asks this proxy to stop, as Ctrl-C does, from anywhere, any number of
+    /// times; [`Proxy::wait_end`] then waits for it.
+    pub fn stop_handle(&self) -> StopHandle {
+        self.stop.clone()
+    }
+
     /// Ask the proxy to stop, as Ctrl-C does, and wait for it (at most 10 s).
     pub fn stop(mut self) -> Result<(), RunError> {
         self.stop.stop();

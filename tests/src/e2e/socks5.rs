@@ -226,11 +226,21 @@ impl Socks5 {
 
     /// UDP ASSOCIATE from a socket bound on `local` (e.g. `127.0.0.1:0` or `[::1]:0`).
     pub fn udp_associate(&self, local: SocketAddr) -> Result<UdpAssociation, SocksError> {
+        self.udp_associate_announcing(local, None)
+    }
+
+    /// UDP ASSOCIATE from a socket bound on `local`, naming `announce` in the request as the
+    /// address the application will send from (`None`: the socket's own address, as RFC 1928
+    /// asks; `0.0.0.0:0` is what an application that does not know it yet sends).
+    pub fn udp_associate_announcing(
+        &self,
+        local: SocketAddr,
+        announce: Option<SocketAddr>,
+    ) -> Result<UdpAssociation, SocksError> {
         let sock = UdpSocket::bind(local)?;
         sock.set_read_timeout(Some(IO_TIMEOUT))?;
         let mut ctrl = self.handshake()?;
-        // The address the application will send from, as RFC 1928 asks.
-        let me = sock.local_addr()?;
+        let me = announce.unwrap_or(sock.local_addr()?);
         let bound = Self::request(&mut ctrl, 3, &Dest::Ip(me))?;
         let mut relay = match bound {
             Dest::Ip(a) => a,

@@ -1,0 +1,197 @@
+//! A TCP relay a test puts between our client and server (or a provider and the server), so
+//! it can break the WebSocket link the way networks and crashes do: cut it (both ends see the
+//! connection end), freeze it (bytes stop flowing, nobody is told), or refuse new connections.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// One relayed connection: the accepted side and the side dialled upstream.
+struct Pair {
+    down: TcpStream,
+    up: TcpStream,
+    frozen: Arc<AtomicBool>,
+}
+
+impl Pair {
+    fn cut(&self) {
+        let _ = self.down.shutdown(Shutdown::Both);
+        let _ = self.up.shutdown(Shutdown::Both);
+    }
+}
+
+struct Shared {
+    upstream: SocketAddr,
+    /// Every connection accepted so far, in order (cut ones stay, so indexes are stable).
+    pairs: Mutex<Vec<Pair>>,
+    refusing: AtomicBool,
+    stopping: AtomicBool,
+    accepted: AtomicUsize,
+}
+
+/// A relay from a port on 127.0.0.1 to `upstream`.
+pub struct Relay {
+    pub addr: SocketAddr,
+    shared: Arc<Shared>,
+}
+
+impl Relay {
+    pub fn start(upstream: SocketAddr) -> io::Result<Relay> {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared {
+            upstream,
+            pairs: Mutex::new(Vec::new()),
+            refusing: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
+            accepted: AtomicUsize::new(0),
+        });
+        let sh = shared.clone();
+        std::thread::Builder::new()
+            .name(format!("relay {addr}"))
+            .spawn(move || {
+                for s in listener.incoming() {
+                    if sh.stopping.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    let Ok(down) = s else { continue };
+                    if sh.refusing.load(Ordering::SeqCst) {
+                        // As a dead host's port would: the connection ends at once.
+                        let _ = down.shutdown(Shutdown::Both);
+                        continue;
+                    }
+                    let Ok(up) = TcpStream::connect(sh.upstream) else {
+                        let _ = down.shutdown(Shutdown::Both);
+                        continue;
+                    };
+                    let _ = down.set_nodelay(true);
+                    let _ = up.set_nodelay(true);
+                    let frozen = Arc::new(AtomicBool::new(false));
+                    pump(&down, &up, frozen.clone());
+                    pump(&up, &down, frozen.clone());
+                    sh.pairs.lock().unwrap().push(Pair { down, up, frozen });
+                    sh.accepted.fetch_add(1, Ordering::SeqCst);
+                }
+            })?;
+        Ok(Relay { addr, shared })
+    }
+
+    /// `ws://` URL of the relay (for a client whose server is behind it).
+    pub fn url(&self) -> String {
+        format!("ws://{}", self.addr)
+    }
+
+    /// Connections accepted and relayed so far (refused ones not counted).
+    pub fn accepted(&self) -> usize {
+        self.shared.accepted.load(Ordering::SeqCst)
+    }
+
+    /// Ends relayed connection `i` (in accept order) on both sides, as a crash of the far
+    /// process or a middlebox dropping it would.
+    pub fn cut(&self, i: usize) {
+        let pairs = self.shared.pairs.lock().unwrap();
+        pairs
+            .get(i)
+            .unwrap_or_else(|| panic!("relay has no connection #{i}"))
+            .cut();
+    }
+
+    /// Ends every connection relayed so far.
+    pub fn cut_all(&self) {
+        for p in self.shared.pairs.lock().unwrap().iter() {
+            p.cut();
+        }
+    }
+
+    /// Stops moving bytes on every connection relayed so far, without telling either side
+    /// (a frozen process, a host that lost power, a partition).
+    pub fn freeze_all(&self) {
+        for p in self.shared.pairs.lock().unwrap().iter() {
+            p.frozen.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// From now on, new connections are closed at once (the far side stays dead).
+    pub fn refuse_new(&self, refuse: bool) {
+        self.shared.refusing.store(refuse, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.shared.stopping.store(true, Ordering::SeqCst);
+        self.cut_all();
+        let _ = TcpStream::connect(self.addr);
+    }
+}
+
+/// Copies `from` to `to` on a thread until either ends. While frozen, what arrives is read
+/// and dropped, as a black hole would: the sender's writes keep succeeding.
+fn pump(from: &TcpStream, to: &TcpStream, frozen: Arc<AtomicBool>) {
+    let (Ok(mut from), Ok(mut to)) = (from.try_clone(), to.try_clone()) else {
+        return;
+    };
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 64 << 10];
+        loop {
+            match from.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if frozen.load(Ordering::SeqCst) {
+                        continue;
+                    }
+                    if to.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        if !frozen.load(Ordering::SeqCst) {
+            let _ = to.shutdown(Shutdown::Both);
+            let _ = from.shutdown(Shutdown::Both);
+        }
+    });
+}
+
+/// A TCP address on 127.0.0.1 where connections are never answered: a listener with a
+/// backlog of zero whose queue is kept full, so the kernel drops further SYNs and a dial
+/// hangs until its own timeout. Kept alive by the returned value.
+pub struct Blackhole {
+    pub addr: SocketAddr,
+    _listener: socket2::Socket,
+    _fillers: Vec<TcpStream>,
+}
+
+impl Blackhole {
+    pub fn start() -> io::Result<Blackhole> {
+        use socket2::{Domain, Socket, Type};
+        let l = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+        l.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())?;
+        l.listen(0)?;
+        let addr = l
+            .local_addr()?
+            .as_socket()
+            .ok_or_else(|| io::Error::other("listener has no IP address"))?;
+        // Fill the accept queue until a connection attempt goes unanswered: from then on
+        // every SYN is dropped.
+        let mut fillers = Vec::new();
+        for _ in 0..16 {
+            match TcpStream::connect_timeout(&addr, Duration::from_millis(300)) {
+                Ok(s) => fillers.push(s),
+                Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                    return Ok(Blackhole {
+                        addr,
+                        _listener: l,
+                        _fillers: fillers,
+                    })
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(io::Error::other(
+            "the listener kept accepting: cannot make a black hole",
+        ))
+    }
+}
