@@ -5,6 +5,7 @@
 //! e2e relay-front --listen ADDR --back ADDR     # plain SOCKS5 relay, first of two hops
 //! e2e relay-back --listen ADDR                  # plain relay that dials, second hop
 //! e2e table [--baseline LABEL] FILE...          # markdown table of result files
+//! e2e echo-server --listen ADDR                 # TCP echo target in a process of its own
 //! e2e free-port                                 # prints a free TCP port on 127.0.0.1
 //! e2e wait-port ADDR [SECS]                     # waits until ADDR accepts TCP connections
 //! ```
@@ -32,7 +33,9 @@ fn usage() -> ! {
           [--description TEXT] [--bytes SIZE (1GiB)] [--bulk-secs S (10)]
           [--rate-secs S (3)] [--rate1-secs S (2)] [--concurrency N (50)] [--held N (2000)]
           [--udp N (2000)] [--udp-size BYTES (512)] [--echo N (1000)] [--quick]
-          [--only udp,rate1,echo,rate50,down1,up1,down4,held]
+          [--only udp,rate1,echo,rate50,down1,up1,down4,held,churn]
+          [--echo-target ADDR] [--churn N (0)]
+  e2e echo-server --listen ADDR
   e2e relay-front --listen ADDR --back ADDR
   e2e relay-back --listen ADDR
   e2e table [--baseline LABEL] FILE...
@@ -121,6 +124,16 @@ fn main() {
             let setups = table::merge(setups);
             print!("{}", table::render(&setups, baseline.as_deref()));
         }
+        "echo-server" => {
+            let listen = match (args.next().as_deref(), args.next()) {
+                (Some("--listen"), Some(a)) => parse::<SocketAddr>("--listen", Some(a)),
+                _ => usage(),
+            };
+            if let Err(e) = targets::echo_forever(listen) {
+                eprintln!("echo-server: {e}");
+                exit(1);
+            }
+        }
         "free-port" => {
             let l = TcpListener::bind("127.0.0.1:0").expect("bind");
             println!("{}", l.local_addr().unwrap().port());
@@ -155,6 +168,8 @@ fn run(mut args: impl Iterator<Item = String>) {
         udp_size: 512,
         echo_count: 1000,
         only: Vec::new(),
+        echo_target: None,
+        churn: 0,
     };
     let (mut label, mut out, mut description) = (String::from("setup"), None, None);
     let mut socks_given = false;
@@ -185,6 +200,8 @@ fn run(mut args: impl Iterator<Item = String>) {
             "--udp" => o.udp_count = parse(&a, args.next()),
             "--udp-size" => o.udp_size = parse(&a, args.next()),
             "--echo" => o.echo_count = parse(&a, args.next()),
+            "--echo-target" => o.echo_target = Some(parse(&a, args.next())),
+            "--churn" => o.churn = parse(&a, args.next()),
             "--only" => {
                 o.only = args
                     .next()

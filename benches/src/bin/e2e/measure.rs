@@ -26,8 +26,14 @@ pub struct Opts {
     pub udp_count: usize,
     pub udp_size: usize,
     pub echo_count: usize,
-    /// Run only these tests (udp, rate1, echo, rate50, down1, up1, down4, held); empty: all.
+    /// Run only these tests (udp, rate1, echo, rate50, down1, up1, down4, held, churn);
+    /// empty: all.
     pub only: Vec<String>,
+    /// Echo target for the held and churn tests (and the readiness check) instead of the
+    /// generator's own: an `e2e echo-server` in another process.
+    pub echo_target: Option<SocketAddr>,
+    /// Short connections for the churn test, one after another (0: no churn test).
+    pub churn: usize,
 }
 
 /// Results, in the order measured: `key value` lines.
@@ -92,6 +98,18 @@ impl Bench {
         })
     }
 
+    fn echo_addr(&self) -> SocketAddr {
+        self.o.echo_target.unwrap_or(self.t.echo)
+    }
+
+    fn fds(&self) -> Vec<usize> {
+        self.o
+            .pids
+            .iter()
+            .map(|p| procfs::fd_count(*p).unwrap_or(0))
+            .collect()
+    }
+
     fn conn(&self, target: SocketAddr) -> io::Result<TcpStream> {
         socks::connect(self.o.proxy, target)
     }
@@ -148,6 +166,86 @@ impl Bench {
                 self.r.text("error.held", &e.to_string());
             }
         }
+        if self.o.churn > 0 && wanted("churn") {
+            eprintln!(" churn");
+            self.churn();
+        }
+    }
+
+    /// `churn` short connections one after another (SOCKS5 handshake, one 32-byte echo,
+    /// close), after a warm-up of a tenth of them (at most 1000): the proxies' open
+    /// descriptors and RSS at the end against those after the warm-up.
+    fn churn(&mut self) {
+        let n = self.o.churn;
+        let warm = (n / 10).min(1000);
+        let msg = [5u8; 32];
+        let mut buf = [0u8; 32];
+        let mut errors = 0u64;
+        let mut first_err = None;
+        let mut before = (Vec::new(), Vec::new());
+        let mut start = Instant::now();
+        for i in 0..warm + n {
+            if i == warm {
+                // The proxies end their side of a connection just after the generator's:
+                // let the warm-up's last ones go before counting.
+                let settle = Instant::now() + Duration::from_secs(2);
+                let mut f = self.fds();
+                while Instant::now() < settle {
+                    thread::sleep(Duration::from_millis(100));
+                    let g = self.fds();
+                    if g == f {
+                        break;
+                    }
+                    f = g;
+                }
+                before = (f, self.rss());
+                start = Instant::now();
+            }
+            let r = (|| {
+                let mut s = self.conn(self.echo_addr())?;
+                s.set_read_timeout(Some(Duration::from_secs(10)))?;
+                Self::echo_once(&mut s, &msg, &mut buf)
+            })();
+            if let Err(e) = r {
+                errors += 1;
+                first_err.get_or_insert(format!("connection {i}: {e}"));
+            }
+            if i >= warm && (i - warm + 1).is_multiple_of(10_000) {
+                eprintln!("  {} of {n} ({errors} errors)", i - warm + 1);
+            }
+        }
+        let secs = start.elapsed().as_secs_f64();
+        // The same settling for the last connections: descriptors back where they were, or 10 s.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut after_fds = self.fds();
+        while after_fds != before.0 && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(50));
+            after_fds = self.fds();
+        }
+        let after_rss = self.rss();
+        self.r.num("churn_count", n as f64);
+        self.r.num("churn_warmup", warm as f64);
+        self.r.num("churn_errors", errors as f64);
+        if let Some(e) = first_err {
+            self.r.text("churn_first_error", &e);
+        }
+        self.r.num("churn_secs", secs);
+        self.r.num("churn_per_sec", n as f64 / secs);
+        for i in 0..after_rss.len() {
+            let side = SIDES[i];
+            self.r
+                .num(&format!("churn_fds_{side}_before"), before.0[i] as f64);
+            self.r
+                .num(&format!("churn_fds_{side}_after"), after_fds[i] as f64);
+            self.r
+                .num(&format!("churn_rss_{side}_before_kib"), before.1[i] as f64);
+            self.r
+                .num(&format!("churn_rss_{side}_after_kib"), after_rss[i] as f64);
+            if before.1[i] > 0 {
+                let pct = (after_rss[i] as f64 / before.1[i] as f64 - 1.0) * 100.0;
+                self.r.num(&format!("churn_rss_{side}_change_pct"), pct);
+            }
+        }
     }
 
     fn echo_once(s: &mut TcpStream, msg: &[u8], buf: &mut [u8]) -> io::Result<()> {
@@ -166,7 +264,7 @@ impl Bench {
         let mut buf = [0u8; 32];
         loop {
             let attempt = (|| {
-                let mut s = self.conn(self.t.echo)?;
+                let mut s = self.conn(self.echo_addr())?;
                 s.set_read_timeout(Some(Duration::from_secs(5)))?;
                 Self::echo_once(&mut s, &msg, &mut buf)
             })();
@@ -567,7 +665,7 @@ impl Bench {
         let mut first_err = None;
         for _ in 0..self.o.held {
             let r = (|| {
-                let mut s = self.conn(self.t.echo)?;
+                let mut s = self.conn(self.echo_addr())?;
                 s.set_read_timeout(Some(Duration::from_secs(10)))?;
                 Self::echo_once(&mut s, &msg, &mut buf)?;
                 Ok::<_, io::Error>(s)

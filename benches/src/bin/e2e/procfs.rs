@@ -24,6 +24,11 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
     status_kib(pid, "VmRSS")
 }
 
+/// Open file descriptors of a process (entries of `/proc/PID/fd`).
+pub fn fd_count(pid: u32) -> Option<usize> {
+    Some(fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count())
+}
+
 /// Clock ticks per second (`getconf CLK_TCK`; 100 on Linux when that fails).
 pub fn clk_tck() -> f64 {
     Command::new("getconf")

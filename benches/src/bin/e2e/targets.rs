@@ -84,6 +84,17 @@ pub fn start(data: Arc<Vec<u8>>) -> io::Result<Targets> {
     Ok(t)
 }
 
+/// A TCP echo server on `listen` that runs until the process is killed (`e2e echo-server`):
+/// a target in a process of its own, so that held connections cost the generator one
+/// descriptor each rather than two (a process may have only so many).
+pub fn echo_forever(listen: SocketAddr) -> io::Result<()> {
+    let l = TcpListener::bind(listen)?;
+    accept_loop(l, |s, _| serve_echo(s), Arc::new(Vec::new()));
+    loop {
+        thread::park();
+    }
+}
+
 fn serve_echo(mut s: TcpStream) {
     let mut buf = [0u8; 4096];
     loop {
