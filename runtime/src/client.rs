@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant as StdInstant};
 
+use bytes::Bytes;
 use linksocks_core::addr::TargetAddr;
 use linksocks_core::session::{ClientMachine, LinkId, Machine};
 use linksocks_core::time::Instant;
@@ -12,6 +13,7 @@ use tracing::warn;
 use crate::driver::{Driver, LinkSettings, Role};
 use crate::server::{os_ids, ws_config};
 use crate::tls::MaybeTls;
+use crate::ws::{HeadOnly, Side};
 use crate::{ClientOptions, RunError, RunEvent, Runtime, Stop};
 
 pub struct ClientRole;
@@ -23,9 +25,9 @@ impl<R: Runtime> Role<R> for ClientRole {
         let d2 = d.clone();
         d.rt.spawn(async move {
             match open(&d2, &url).await {
-                Ok(ws) => {
+                Ok((stream, leftover)) => {
                     let mut st = d2.lock();
-                    d2.attach_link(&mut st, link, ws);
+                    d2.attach_link(&mut st, link, stream, Side::Client, leftover);
                     let now = d2.now();
                     st.machine.handle_link_opened(now, link);
                     d2.dispatch(&mut st);
@@ -80,7 +82,7 @@ fn url_parts(url: &str) -> Result<(bool, String, u16), String> {
 async fn open<R: Runtime>(
     d: &Arc<Driver<R, ClientRole>>,
     url: &str,
-) -> Result<async_tungstenite::WebSocketStream<MaybeTls<R::Tcp>>, String> {
+) -> Result<(MaybeTls<R::Tcp>, Bytes), String> {
     let (tls, host, port) = url_parts(url)?;
     let target = TargetAddr::from_host_port(&host, port);
     let proxy = d.link.proxy.clone().or_else(|| {
@@ -112,14 +114,15 @@ async fn open<R: Runtime>(
     } else {
         MaybeTls::Plain(tcp)
     };
+    // async-tungstenite does the handshake; the frames that follow are ours (see `ws`).
     let (ws, _resp) = async_tungstenite::client_async_with_config(
         url,
-        stream,
+        HeadOnly::new(stream),
         Some(ws_config(d.max_message_size)),
     )
     .await
     .map_err(|e| format!("WebSocket handshake with {host}:{port} failed: {e}"))?;
-    Ok(ws)
+    Ok(ws.into_inner().into_parts())
 }
 
 /// Run a client until `stop` or a fatal error (the server refused our token, the SOCKS port

@@ -99,6 +99,8 @@ impl Signal {
 pub enum LinkCmd {
     Frame(Bytes),
     Ping,
+    /// The answer to the peer's ping.
+    Pong(Bytes),
     Close,
 }
 
@@ -240,6 +242,14 @@ impl<R: Runtime, P: Role<R>> Driver<R, P> {
             upstream,
             link,
         })
+    }
+
+    /// Varies the WebSocket mask keys between runs (they need not be secret).
+    fn origin_seed(&self) -> u64 {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        t.as_nanos() as u64 ^ (self as *const Self as u64)
     }
 
     pub fn now(&self) -> Instant {
@@ -481,16 +491,20 @@ impl<R: Runtime, P: Role<R>> Driver<R, P> {
 
     // ------------------------------------------------------------------ links
 
-    /// Register a link's socket and start its reader and writer.
+    /// Register a link's socket, its WebSocket handshake done (`leftover`: bytes read past
+    /// it), and start its reader and writer.
     pub fn attach_link<S>(
         self: &Arc<Self>,
         st: &mut State<P::M>,
         link: LinkId,
-        ws: async_tungstenite::WebSocketStream<S>,
+        stream: S,
+        side: crate::ws::Side,
+        leftover: Bytes,
     ) where
         S: futures_io::AsyncRead + futures_io::AsyncWrite + Unpin + Send + 'static,
     {
         let (tx, rx) = async_channel::unbounded();
+        let pong_tx = tx.clone();
         let gate = Arc::new(Gate::default());
         let closed = Arc::new(Signal::default());
         st.links.insert(
@@ -502,7 +516,10 @@ impl<R: Runtime, P: Role<R>> Driver<R, P> {
             },
         );
         self.live_links.fetch_add(1, Ordering::SeqCst);
-        let (sender, receiver) = ws.split();
+        let (read_half, write_half) = crate::ws::split(stream);
+        let sender = crate::ws::FrameWriter::new(write_half, side, link.0 ^ self.origin_seed());
+        let receiver =
+            crate::ws::FrameReader::new(read_half, side, self.max_message_size, leftover);
         // The link's tasks log in the span of whoever attached it (the server's names the peer).
         let span = tracing::Span::current();
         let me = self.clone();
@@ -517,7 +534,7 @@ impl<R: Runtime, P: Role<R>> Driver<R, P> {
             .spawn(tracing::Instrument::instrument(writer, span.clone()));
         let me = self.clone();
         let reader = async move {
-            crate::link::read_loop(&me, link, receiver, gate, closed).await;
+            crate::link::read_loop(&me, link, receiver, pong_tx, gate, closed).await;
         };
         self.rt.spawn(tracing::Instrument::instrument(reader, span));
     }

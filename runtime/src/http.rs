@@ -2,8 +2,6 @@
 //! WebSocket upgrade, the status line and the API, as the reference's does.
 
 use std::io;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 
 use base64::Engine;
 use bytes::{Buf, Bytes, BytesMut};
@@ -171,57 +169,6 @@ pub async fn respond<S: futures_io::AsyncWrite + Unpin>(
     s.write_all(head.as_bytes()).await?;
     s.write_all(body).await?;
     s.flush().await
-}
-
-/// A stream with bytes already read in front of it (what followed the request head).
-pub struct Prefixed<S> {
-    prefix: Bytes,
-    inner: S,
-}
-
-impl<S> Prefixed<S> {
-    pub fn new(prefix: Bytes, inner: S) -> Self {
-        Prefixed { prefix, inner }
-    }
-}
-
-impl<S: futures_io::AsyncRead + Unpin> futures_io::AsyncRead for Prefixed<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<io::Result<usize>> {
-        if !self.prefix.is_empty() {
-            let n = self.prefix.len().min(buf.len());
-            buf[..n].copy_from_slice(&self.prefix[..n]);
-            self.prefix.advance(n);
-            return Poll::Ready(Ok(n));
-        }
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl<S: futures_io::AsyncWrite + Unpin> futures_io::AsyncWrite for Prefixed<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_close(cx)
-    }
 }
 
 #[cfg(test)]

@@ -73,6 +73,7 @@ mod proxy;
 pub mod proxy_url;
 mod server;
 mod tls;
+mod ws;
 
 pub use client::run_client;
 pub use server::run_server;

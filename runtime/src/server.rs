@@ -4,16 +4,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant as StdInstant};
 
-use async_tungstenite::tungstenite::protocol::{Role as WsRole, WebSocketConfig};
-use async_tungstenite::WebSocketStream;
+use async_tungstenite::tungstenite::protocol::WebSocketConfig;
 use linksocks_core::api;
 use linksocks_core::session::{LinkId, ListenerState, ServerMachine};
 use linksocks_core::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::driver::{Driver, Role};
-use crate::http::{self, Prefixed};
+use crate::http;
 use crate::tls::MaybeTls;
+use crate::ws::Side;
 use crate::{RunError, RunEvent, Runtime, ServerOptions, Stop, TokenSpec};
 
 /// How long a connection may take to send its request head.
@@ -270,17 +270,11 @@ async fn serve_http<R: Runtime>(
         {
             return;
         }
-        let ws = WebSocketStream::from_raw_socket(
-            Prefixed::new(rest.freeze(), stream),
-            WsRole::Server,
-            Some(ws_config(d.max_message_size)),
-        )
-        .await;
         let mut st = d.lock();
         let now = d.now();
         let link = st.machine.handle_link_accept(now, &head.target);
         debug!(%peer, %link, "WebSocket link accepted");
-        d.attach_link(&mut st, link, ws);
+        d.attach_link(&mut st, link, stream, Side::Server, rest.freeze());
         d.dispatch(&mut st);
         return;
     }

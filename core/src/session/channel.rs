@@ -89,6 +89,10 @@ pub struct Channel {
     pub last_active: Instant,
     /// The peer asked us (ChannelPause) to stop reading this channel's local socket.
     pub held_by_peer: bool,
+    /// Bytes of this channel's Data queued on its link and not yet written ...
+    pub on_link: usize,
+    /// ... over its share: its local socket is not read until half of them are written.
+    pub over_share: bool,
 }
 
 impl Channel {
@@ -116,6 +120,8 @@ impl Channel {
             batch: Batcher::new(),
             last_active: now,
             held_by_peer: false,
+            on_link: 0,
+            over_share: false,
         }
     }
 

@@ -105,6 +105,9 @@ pub struct DataConfig {
     /// `conn_high_water + flow_overshoot` unwritten bytes the link is paused as well, so memory
     /// stays bounded even if the peer does not honour the pause.
     pub flow_overshoot: usize,
+    /// Most bytes of one channel's Data queued on its link, unwritten: past it the channel's
+    /// local socket waits (fairness among channels, and little in flight to overshoot a pause).
+    pub channel_link_share: usize,
 }
 
 impl Default for DataConfig {
@@ -123,6 +126,7 @@ impl Default for DataConfig {
             udp_drop_water: 16 << 20,
             channel_flow: true,
             flow_overshoot: 8 << 20,
+            channel_link_share: 1 << 20,
         }
     }
 }

@@ -85,6 +85,11 @@ pub struct LinkEntry {
     malformed_logged: bool,
     /// The peer speaks our per-channel flow control (it sent, or announced, Hello).
     pub peer_flow: bool,
+    /// Frames queued on the link in order, with the channel whose data each carries, so
+    /// that written bytes can be credited back to their channels; `head_written` bytes of
+    /// the first are already written.
+    in_order: VecDeque<(Option<ChanKey>, usize)>,
+    head_written: usize,
 }
 
 enum ConnState {
@@ -288,6 +293,8 @@ impl Plane {
                 heard: now,
                 malformed_logged: false,
                 peer_flow: false,
+                in_order: VecDeque::new(),
+                head_written: 0,
             },
         );
     }
@@ -311,10 +318,37 @@ impl Plane {
 
     /// Queue one frame on a link. Returns false if the link is unknown.
     pub fn transmit(&mut self, link: LinkId, frame: Bytes) -> bool {
+        self.transmit_for(link, None, frame)
+    }
+
+    /// Queue a frame carrying data read from channel `key`'s local socket. A channel with
+    /// more than its share of the link's queue stops being read until the link has written
+    /// half of it: one bulk channel cannot fill the queue ahead of the others, and what it
+    /// has in flight when its peer asks it to pause stays small.
+    fn transmit_data(&mut self, link: LinkId, key: ChanKey, frame: Bytes) {
+        let len = frame.len();
+        if !self.transmit_for(link, Some(key), frame) {
+            return;
+        }
+        let share = self.data.channel_link_share;
+        let Some(ch) = self.channels.get_mut(&key) else {
+            return;
+        };
+        ch.on_link += len;
+        if ch.on_link >= share && !ch.over_share {
+            ch.over_share = true;
+            if let Some(conn) = ch.conn() {
+                self.pause_conn_read(conn, None);
+            }
+        }
+    }
+
+    fn transmit_for(&mut self, link: LinkId, key: Option<ChanKey>, frame: Bytes) -> bool {
         let Some(l) = self.links.get_mut(&link) else {
             return false;
         };
         l.backlog.add(frame.len());
+        l.in_order.push_back((key, frame.len()));
         self.stats.frames_to_links += 1;
         self.stats.bytes_to_links += frame.len() as u64;
         self.out.push_back(Output::Transmit { link, frame });
@@ -355,6 +389,20 @@ impl Plane {
             return;
         };
         let drained = l.backlog.sub(bytes);
+        let mut credits: Vec<(ChanKey, usize)> = Vec::new();
+        let mut left = bytes + l.head_written;
+        l.head_written = 0;
+        while let Some(&(key, n)) = l.in_order.front() {
+            if n > left {
+                l.head_written = left;
+                break;
+            }
+            left -= n;
+            l.in_order.pop_front();
+            if let Some(key) = key {
+                credits.push((key, n));
+            }
+        }
         let idle = l.backlog.queued() < self.data.max_batch;
         let batched = if idle {
             std::mem::take(&mut l.batched)
@@ -369,18 +417,27 @@ impl Plane {
         } else {
             (Vec::new(), Vec::new())
         };
+        let share = self.data.channel_link_share;
+        for (key, n) in credits {
+            let Some(ch) = self.channels.get_mut(&key) else {
+                continue;
+            };
+            ch.on_link = ch.on_link.saturating_sub(n);
+            if ch.over_share && ch.on_link <= share / 2 {
+                ch.over_share = false;
+                if let Some(conn) = ch.conn() {
+                    self.resume_conn_read(conn);
+                }
+            }
+        }
         for key in batched {
             self.flush_batch(now, key);
         }
         for conn in readers {
-            let held = self.held_by_peer(conn);
             if let Some(c) = self.conns.get_mut(&conn) {
                 c.parked_on = None;
-                if c.read_paused && !held {
-                    c.read_paused = false;
-                    self.out.push_back(Output::ResumeRead { conn });
-                }
             }
+            self.resume_conn_read(conn);
         }
         for other in links {
             self.unblock_link(other);
@@ -645,7 +702,7 @@ impl Plane {
                         Compression::None,
                         len as u32,
                     );
-                    self.transmit(link, buf.freeze());
+                    self.transmit_data(link, key, buf.freeze());
                     if self.link_over(link) {
                         self.pause_conn_read(conn, Some(link));
                     }
@@ -1303,15 +1360,19 @@ impl Plane {
         let open = ch.phase == Phase::Open;
         if pause {
             self.pause_conn_read(conn, None);
-        } else if open && self.conns.get(&conn).is_some_and(|c| c.parked_on.is_none()) {
+        } else if open {
             self.resume_conn_read(conn);
         }
     }
 
-    /// Whether the channel of local socket `conn` is paused by the peer's request.
-    fn held_by_peer(&self, conn: ConnId) -> bool {
+    /// Whether the channel of local socket `conn` must not be read: its peer asked for a
+    /// pause, or it has its share of the link queue.
+    fn channel_holds_reading(&self, conn: ConnId) -> bool {
         match self.conns.get(&conn).map(|c| &c.state) {
-            Some(ConnState::Channel(key)) => self.channels.get(key).is_some_and(|c| c.held_by_peer),
+            Some(ConnState::Channel(key)) => self
+                .channels
+                .get(key)
+                .is_some_and(|c| c.held_by_peer || c.over_share),
             _ => false,
         }
     }
@@ -1555,11 +1616,16 @@ impl Plane {
         }
     }
 
+    /// Start reading a local socket again, unless something else still holds it: the link it
+    /// is parked on, its peer's pause, or its channel's share of the link queue.
     fn resume_conn_read(&mut self, conn: ConnId) {
-        if self.held_by_peer(conn) {
+        if self.channel_holds_reading(conn) {
             return;
         }
         if let Some(c) = self.conns.get_mut(&conn) {
+            if c.parked_on.is_some() {
+                return;
+            }
             if c.read_paused {
                 c.read_paused = false;
                 self.out.push_back(Output::ResumeRead { conn });
@@ -1574,7 +1640,7 @@ impl Plane {
         };
         let (link, id) = (ch.link, ch.id);
         let frame = self.data_frame(Protocol::Tcp, id, payload, None);
-        self.transmit(link, frame);
+        self.transmit_data(link, key, frame);
     }
 
     /// Build a Data frame, compressing when it pays (never for data a sample shows to be
