@@ -5,6 +5,9 @@
 //! running, 2 for anything wrong before starting (flags, `LINKSOCKS_*` values, URLs). Every
 //! failure prints exactly one `error: ...` line on stderr.
 
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod args;
 mod config;
 mod env;

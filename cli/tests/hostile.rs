@@ -134,11 +134,19 @@ fn lines_about(log: &str, peer: SocketAddr, routine: &[&str]) -> Vec<String> {
 
 /// Each offender is named by exactly one log line; each bystander by none.
 #[track_caller]
-fn assert_logged_once(d: &Daemon, offenders: &[(SocketAddr, &str)], bystanders: &[SocketAddr]) {
-    let log = d.output();
+/// `lines`: the part of the output to look in (a round's own lines: an ephemeral port of one
+/// round may come back as another peer's in the next).
+fn assert_logged_once(
+    d: &Daemon,
+    lines: std::ops::Range<usize>,
+    offenders: &[(SocketAddr, &str)],
+    bystanders: &[SocketAddr],
+) {
+    let out = d.output();
+    let log = out.get(lines).unwrap_or("");
     let routine = ["client authenticated"];
     for (peer, what) in offenders {
-        let lines = lines_about(&log, *peer, &routine);
+        let lines = lines_about(log, *peer, &routine);
         assert_eq!(
             lines.len(),
             1,
@@ -147,7 +155,7 @@ fn assert_logged_once(d: &Daemon, offenders: &[(SocketAddr, &str)], bystanders: 
         );
     }
     for peer in bystanders {
-        let lines = lines_about(&log, *peer, &routine);
+        let lines = lines_about(log, *peer, &routine);
         assert!(lines.is_empty(), "{}: {peer} logged: {lines:#?}", d.name);
     }
 }
@@ -704,6 +712,7 @@ fn websocket_port_hostile_input() {
     let base_client = usage(p.client.pid());
     let moved_before = bg.moved();
 
+    let first_log = p.server.output().len();
     let first = ws_attack(&p, TOKEN, 1);
     assert_files_back_to(&p.server, start.1);
     let plateau = usage(p.server.pid());
@@ -711,6 +720,7 @@ fn websocket_port_hostile_input() {
         "server: RSS {} KiB before any attack, {} KiB after the first round",
         start.0, plateau.0
     );
+    let second_log = p.server.output().len();
     let second = ws_attack(&p, TOKEN, 2);
     // The background transfers are part of the baseline: checked while they still run.
     assert_back_to(&p.server, plateau);
@@ -724,8 +734,9 @@ fn websocket_port_hostile_input() {
         .chain(&second.wrong_tokens)
         .cloned()
         .collect();
-    for r in [first, second] {
-        assert_logged_once(&p.server, &r.offenders, &r.bystanders);
+    let end = p.server.output().len();
+    for (r, lines) in [(first, first_log..second_log), (second, second_log..end)] {
+        assert_logged_once(&p.server, lines, &r.offenders, &r.bystanders);
     }
     for t in wrong.iter().chain([&TOKEN.to_string()]) {
         for h in [t.clone(), token_hash(t)] {
@@ -868,7 +879,12 @@ fn socks_port_hostile_input() {
 
     assert_back_to(&p.client, base_client);
     bg.finish(moved_before);
-    assert_logged_once(&p.client, &offenders, &bystanders);
+    assert_logged_once(
+        &p.client,
+        0..p.client.output().len(),
+        &offenders,
+        &bystanders,
+    );
     let log = p.client.output();
     for secret in [PASS, "wrong-password", TOKEN] {
         assert!(

@@ -30,7 +30,7 @@ fn forward_echo() {
         .with_env_filter("info")
         .with_test_writer()
         .try_init();
-    smol::block_on(async {
+    linksocks_runtime_smol::block_on(async {
         let echo = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let echo_addr = echo.local_addr().unwrap();
         smol::spawn(async move {
