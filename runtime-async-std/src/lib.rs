@@ -38,14 +38,6 @@ impl Runtime for AsyncStd {
     fn resolve(&self, host: String, port: u16) -> BoxFuture<'static, io::Result<Vec<SocketAddr>>> {
         Box::pin(async move { Ok((host.as_str(), port).to_socket_addrs().await?.collect()) })
     }
-
-    fn tcp_set_linger_zero(s: &TcpStream) {
-        use std::os::fd::{AsRawFd, BorrowedFd};
-        // SAFETY: the descriptor belongs to `s`, which outlives this borrow; async-std's
-        // TcpStream implements only AsRawFd, not AsFd.
-        let fd = unsafe { BorrowedFd::borrow_raw(s.as_raw_fd()) };
-        let _ = socket2::SockRef::from(&fd).set_linger(Some(std::time::Duration::ZERO));
-    }
 }
 
 /// Drive a future to completion on async-std's executor.

@@ -41,10 +41,6 @@ impl Runtime for Smol {
             (host.as_str(), port).to_socket_addrs().map(|a| a.collect())
         }))
     }
-
-    fn tcp_set_linger_zero(s: &TcpStream) {
-        let _ = socket2::SockRef::from(s).set_linger(Some(std::time::Duration::ZERO));
-    }
 }
 
 /// The executor every task of ours runs on. Not smol's global one: that one runs tasks on

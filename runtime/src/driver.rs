@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant as StdInstant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use event_listener::Event;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use linksocks_core::addr::TargetAddr;
@@ -125,10 +125,27 @@ struct ConnHandle {
     gate: Arc<Gate>,
     /// Fired to reset the socket at once, even while a write to it is blocked.
     kill: Arc<Signal>,
+    /// Writes handed to the writer task and not yet carried out (see [`TryWrite`]).
+    queued: Arc<AtomicUsize>,
+    /// Writes made on the spot, once connected.
+    try_write: Option<TryWrite>,
 }
+
+/// A non-blocking write of a local socket, made on the spot from `dispatch` while its writer
+/// task has nothing queued: most writes (a SOCKS reply, a request, a response) fit in the
+/// socket's buffer at once, and handing each to a task costs a wake-up on every hop of every
+/// round trip. What does not fit goes to the task, and so does everything after it until the
+/// task has caught up (its `queued` count is back to zero), so bytes keep their order.
+type TryWrite = Box<dyn Fn(&[u8]) -> std::io::Result<usize> + Send + Sync>;
+/// The same for datagrams.
+type TrySend = Box<dyn Fn(&[u8], SocketAddr) -> std::io::Result<usize> + Send + Sync>;
 
 struct UdpHandle {
     tx: async_channel::Sender<UdpCmd>,
+    /// Datagrams handed to the sender task and not yet sent (see [`TryWrite`]).
+    queued: Arc<AtomicUsize>,
+    /// Datagrams sent on the spot, once bound.
+    try_send: Option<TrySend>,
     closed: Arc<Event>,
     alive: Arc<AtomicBool>,
 }
@@ -282,6 +299,32 @@ impl<R: Runtime, P: Role<R>> Driver<R, P> {
 
     /// Carry out the machine's outputs. Called with the lock held; nothing here blocks.
     pub fn dispatch(self: &Arc<Self>, st: &mut State<P::M>) {
+        let mut written: Vec<(ConnId, usize)> = Vec::new();
+        loop {
+            self.dispatch_outputs(st, &mut written);
+            if written.is_empty() {
+                break;
+            }
+            // Writes made on the spot are reported like the writer task's, which may free
+            // room and so bring more outputs.
+            let now = self.now();
+            for (conn, n) in written.drain(..) {
+                st.machine.handle_conn_written(now, conn, n);
+            }
+        }
+        if let Some(next) = st.machine.poll_timeout() {
+            if st.timer_target.is_none_or(|t| next < t) {
+                st.timer_target = Some(next);
+                let _ = self.timer_wake.try_send(());
+            }
+        }
+    }
+
+    fn dispatch_outputs(
+        self: &Arc<Self>,
+        st: &mut State<P::M>,
+        written: &mut Vec<(ConnId, usize)>,
+    ) {
         while let Some(o) = st.machine.poll_output() {
             match o {
                 Output::OpenLink { link, url } => P::open_link(self, link, url),
@@ -327,9 +370,20 @@ impl<R: Runtime, P: Role<R>> Driver<R, P> {
                     target,
                     timeout,
                 } => self.dial(st, conn, target, timeout),
-                Output::Write { conn, data } => {
+                Output::Write { conn, mut data } => {
                     if let Some(h) = st.conns.get(&conn) {
-                        let _ = h.tx.try_send(ConnCmd::Write(data));
+                        let idle = h.queued.load(Ordering::SeqCst) == 0;
+                        if let (true, Some(w)) = (idle, &h.try_write) {
+                            // An error is left for the writer task to meet and report.
+                            if let Ok(n) = w(&data) {
+                                written.push((conn, n));
+                                data.advance(n);
+                            }
+                        }
+                        if !data.is_empty() {
+                            h.queued.fetch_add(1, Ordering::SeqCst);
+                            let _ = h.tx.try_send(ConnCmd::Write(data));
+                        }
                     }
                 }
                 Output::PauseRead { conn } => {
@@ -354,7 +408,15 @@ impl<R: Runtime, P: Role<R>> Driver<R, P> {
                 Output::BindUdp { udp, addr } => self.bind_udp(st, udp, addr),
                 Output::SendUdp { udp, to, data } => {
                     if let Some(h) = st.udps.get(&udp) {
-                        let _ = h.tx.try_send(UdpCmd::Send(to, data));
+                        let idle = h.queued.load(Ordering::SeqCst) == 0;
+                        if let (true, Some(send), TargetAddr::Ip(a)) = (idle, &h.try_send, &to) {
+                            if send(&data, *a).is_ok() {
+                                continue;
+                            }
+                        }
+                        if h.tx.try_send(UdpCmd::Send(to, data)).is_ok() {
+                            h.queued.fetch_add(1, Ordering::SeqCst);
+                        }
                     }
                 }
                 Output::CloseUdp { udp } => {
@@ -364,12 +426,6 @@ impl<R: Runtime, P: Role<R>> Driver<R, P> {
                     }
                 }
                 Output::Event(e) => self.event(st, e),
-            }
-        }
-        if let Some(next) = st.machine.poll_timeout() {
-            if st.timer_target.is_none_or(|t| next < t) {
-                st.timer_target = Some(next);
-                let _ = self.timer_wake.try_send(());
             }
         }
     }
@@ -637,15 +693,23 @@ impl<R: Runtime, P: Role<R>> Driver<R, P> {
         let (tx, rx) = async_channel::unbounded();
         let gate = Arc::new(Gate::default());
         let kill = Arc::new(Signal::default());
+        let queued = Arc::new(AtomicUsize::new(0));
         st.conns.insert(
             conn,
             ConnHandle {
                 tx,
                 gate: gate.clone(),
                 kill: kill.clone(),
+                queued: queued.clone(),
+                try_write: Some(Self::try_write_of(&stream)),
             },
         );
-        self.start_conn(conn, stream, rx, gate, kill);
+        self.start_conn(conn, stream, rx, gate, kill, queued);
+    }
+
+    fn try_write_of(stream: &R::Tcp) -> TryWrite {
+        let s = R::tcp_clone(stream);
+        Box::new(move |buf| R::tcp_try_write(&s, buf))
     }
 
     fn start_conn(
@@ -655,11 +719,12 @@ impl<R: Runtime, P: Role<R>> Driver<R, P> {
         rx: async_channel::Receiver<ConnCmd>,
         gate: Arc<Gate>,
         kill: Arc<Signal>,
+        queued: Arc<AtomicUsize>,
     ) {
         let reader = R::tcp_clone(&stream);
         let me = self.clone();
         self.rt
-            .spawn(async move { me.conn_writer(conn, stream, rx, kill).await });
+            .spawn(async move { me.conn_writer(conn, stream, rx, kill, queued).await });
         let me = self.clone();
         self.rt
             .spawn(async move { me.conn_reader(conn, reader, gate).await });
@@ -709,6 +774,7 @@ impl<R: Runtime, P: Role<R>> Driver<R, P> {
         mut s: R::Tcp,
         rx: async_channel::Receiver<ConnCmd>,
         kill: Arc<Signal>,
+        queued: Arc<AtomicUsize>,
     ) {
         // Killed (an aborted channel): even a write blocked on a peer that does not read is
         // abandoned, and the socket is reset rather than ended.
@@ -744,7 +810,14 @@ impl<R: Runtime, P: Role<R>> Driver<R, P> {
                             R::tcp_shutdown(&s, std::net::Shutdown::Both);
                             return;
                         }
-                        Some(Ok(())) => self.with(|m, now| m.handle_conn_written(now, conn, n)),
+                        Some(Ok(())) => {
+                            // Counted down under the lock, so that `dispatch` cannot write on
+                            // the spot between this write and its report.
+                            self.with(|m, now| {
+                                queued.fetch_sub(1, Ordering::SeqCst);
+                                m.handle_conn_written(now, conn, n)
+                            })
+                        }
                     }
                 }
                 Some(ConnCmd::Close { abort: true }) => {
@@ -779,12 +852,15 @@ impl<R: Runtime, P: Role<R>> Driver<R, P> {
         let (tx, rx) = async_channel::unbounded();
         let gate = Arc::new(Gate::default());
         let kill = Arc::new(Signal::default());
+        let queued = Arc::new(AtomicUsize::new(0));
         st.conns.insert(
             conn,
             ConnHandle {
                 tx: tx.clone(),
                 gate: gate.clone(),
                 kill: kill.clone(),
+                queued: queued.clone(),
+                try_write: None,
             },
         );
         if self.events.is_some() {
@@ -814,14 +890,20 @@ impl<R: Runtime, P: Role<R>> Driver<R, P> {
                         return;
                     }
                     let _ = set_nodelay::<R>(&stream);
-                    me.with(|m, now| {
-                        m.handle_dial_result(now, conn, Ok(()));
+                    {
+                        let mut st = me.lock();
+                        if let Some(h) = st.conns.get_mut(&conn) {
+                            h.try_write = Some(Self::try_write_of(&stream));
+                        }
+                        let now = me.now();
+                        st.machine.handle_dial_result(now, conn, Ok(()));
                         // Bytes the target sent along with the proxy's answer come first.
                         if !early.is_empty() {
-                            m.handle_conn_data(now, conn, early);
+                            st.machine.handle_conn_data(now, conn, early);
                         }
-                    });
-                    me.start_conn(conn, stream, rx, gate, kill);
+                        me.dispatch(&mut st);
+                    }
+                    me.start_conn(conn, stream, rx, gate, kill, queued);
                 }
                 Err(e) => {
                     let mut st = me.lock();
@@ -840,12 +922,15 @@ impl<R: Runtime, P: Role<R>> Driver<R, P> {
         let (tx, rx) = async_channel::bounded(UDP_QUEUE);
         let closed = Arc::new(Event::new());
         let alive = Arc::new(AtomicBool::new(true));
+        let queued = Arc::new(AtomicUsize::new(0));
         st.udps.insert(
             udp,
             UdpHandle {
                 tx,
                 closed: closed.clone(),
                 alive: alive.clone(),
+                queued: queued.clone(),
+                try_send: None,
             },
         );
         let me = self.clone();
@@ -870,7 +955,18 @@ impl<R: Runtime, P: Role<R>> Driver<R, P> {
                 }
             };
             let local = R::udp_local_addr(&sock).map_err(|e| e.to_string());
-            me.with(|m, now| m.handle_udp_bound(now, udp, local));
+            {
+                let mut st = me.lock();
+                if let Some(h) = st.udps.get_mut(&udp) {
+                    let s = sock.clone();
+                    h.try_send = Some(Box::new(move |buf, to| {
+                        R::udp_try_send_to(&s, buf, fit_family::<R>(&s, to))
+                    }));
+                }
+                let now = me.now();
+                st.machine.handle_udp_bound(now, udp, local);
+                me.dispatch(&mut st);
+            }
             let sender = {
                 let sock = sock.clone();
                 let me = me.clone();
@@ -880,11 +976,16 @@ impl<R: Runtime, P: Role<R>> Driver<R, P> {
                             TargetAddr::Ip(a) => a,
                             TargetAddr::Domain(h, p) => match me.rt.resolve(h, p).await {
                                 Ok(a) if !a.is_empty() => a[0],
-                                _ => continue, // unresolvable: the datagram is dropped
+                                _ => {
+                                    // Unresolvable: the datagram is dropped.
+                                    queued.fetch_sub(1, Ordering::SeqCst);
+                                    continue;
+                                }
                             },
                         };
                         let to = fit_family::<R>(&sock, to);
                         let _ = R::udp_send_to(&sock, &data, to).await;
+                        queued.fetch_sub(1, Ordering::SeqCst);
                     }
                 }
             };

@@ -50,6 +50,8 @@ pub trait Runtime: Clone + Send + Sync + 'static {
     fn tcp_set_linger_zero(s: &Self::Tcp);
     fn tcp_shutdown(s: &Self::Tcp, how: std::net::Shutdown);
     fn tcp_set_nodelay(s: &Self::Tcp) -> io::Result<()>;
+    /// Write what the socket takes now, without waiting (`WouldBlock` when it takes nothing).
+    fn tcp_try_write(s: &Self::Tcp, buf: &[u8]) -> io::Result<usize>;
 
     fn udp_bind(&self, addr: SocketAddr) -> BoxFuture<'static, io::Result<Self::Udp>>;
     fn udp_local_addr(u: &Self::Udp) -> io::Result<SocketAddr>;
@@ -58,6 +60,8 @@ pub trait Runtime: Clone + Send + Sync + 'static {
         buf: &'a [u8],
         to: SocketAddr,
     ) -> BoxFuture<'a, io::Result<usize>>;
+    /// Send a datagram now if the socket can take it (`WouldBlock` otherwise).
+    fn udp_try_send_to(u: &Self::Udp, buf: &[u8], to: SocketAddr) -> io::Result<usize>;
     fn udp_recv_from<'a>(
         u: &'a Self::Udp,
         buf: &'a mut [u8],
@@ -67,6 +71,8 @@ pub trait Runtime: Clone + Send + Sync + 'static {
 mod client;
 mod connect;
 pub mod driver;
+#[doc(hidden)]
+pub mod fd;
 mod http;
 mod link;
 mod proxy;
@@ -123,6 +129,22 @@ macro_rules! std_shaped_sockets {
 
         fn tcp_set_nodelay(s: &Self::Tcp) -> ::std::io::Result<()> {
             s.set_nodelay(true)
+        }
+
+        fn tcp_set_linger_zero(s: &Self::Tcp) {
+            $crate::fd::set_linger_zero(s)
+        }
+
+        fn tcp_try_write(s: &Self::Tcp, buf: &[u8]) -> ::std::io::Result<usize> {
+            $crate::fd::try_send(s, buf)
+        }
+
+        fn udp_try_send_to(
+            u: &Self::Udp,
+            buf: &[u8],
+            to: ::std::net::SocketAddr,
+        ) -> ::std::io::Result<usize> {
+            $crate::fd::try_send_to(u, buf, to)
         }
 
         fn udp_bind(
