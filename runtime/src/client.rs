@@ -4,11 +4,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant as StdInstant};
 
+use async_tungstenite::tungstenite::Error as WsError;
 use bytes::Bytes;
 use linksocks_core::addr::TargetAddr;
 use linksocks_core::session::{ClientMachine, LinkId, Machine};
 use linksocks_core::time::Instant;
-use tracing::warn;
+use tracing::{debug, warn};
 
 use crate::driver::{Driver, LinkSettings, Role};
 use crate::server::{os_ids, ws_config};
@@ -79,10 +80,45 @@ fn url_parts(url: &str) -> Result<(bool, String, u16), String> {
     Ok((tls, host, port))
 }
 
+/// HTTP redirects followed while dialing, as the reference does (spec section 1).
+const MAX_REDIRECTS: usize = 5;
+
+/// What one handshake attempt got.
+enum Dialed<S> {
+    /// The WebSocket is open: the stream and the bytes read past the response head.
+    Open(S, Bytes),
+    /// The server answered with a redirect to this `Location`.
+    Redirect(String),
+}
+
+/// Open a link to `url`, following up to [`MAX_REDIRECTS`] redirects.
 async fn open<R: Runtime>(
     d: &Arc<Driver<R, ClientRole>>,
     url: &str,
 ) -> Result<(MaybeTls<R::Tcp>, Bytes), String> {
+    let mut url = url.to_string();
+    for _ in 0..=MAX_REDIRECTS {
+        match dial(d, &url).await? {
+            Dialed::Open(stream, leftover) => return Ok((stream, leftover)),
+            Dialed::Redirect(location) => {
+                let next = resolve_redirect(&url, &location)?;
+                // Without the query: it carries the token hash.
+                debug!(to = without_query(&next), "following a redirect");
+                url = next;
+            }
+        }
+    }
+    Err(format!(
+        "too many redirects (more than {MAX_REDIRECTS}); the last pointed to {}",
+        without_query(&url)
+    ))
+}
+
+/// One connection and handshake to `url`, without following redirects.
+async fn dial<R: Runtime>(
+    d: &Arc<Driver<R, ClientRole>>,
+    url: &str,
+) -> Result<Dialed<MaybeTls<R::Tcp>>, String> {
     let (tls, host, port) = url_parts(url)?;
     let target = TargetAddr::from_host_port(&host, port);
     let proxy = d.link.proxy.clone().or_else(|| {
@@ -115,14 +151,104 @@ async fn open<R: Runtime>(
         MaybeTls::Plain(tcp)
     };
     // async-tungstenite does the handshake; the frames that follow are ours (see `ws`).
-    let (ws, _resp) = async_tungstenite::client_async_with_config(
+    match async_tungstenite::client_async_with_config(
         url,
         HeadOnly::new(stream),
         Some(ws_config(d.max_message_size)),
     )
     .await
-    .map_err(|e| format!("WebSocket handshake with {host}:{port} failed: {e}"))?;
-    Ok(ws.into_inner().into_parts())
+    {
+        Ok((ws, _resp)) => {
+            let (stream, leftover) = ws.into_inner().into_parts();
+            Ok(Dialed::Open(stream, leftover))
+        }
+        Err(WsError::Http(resp))
+            if matches!(resp.status().as_u16(), 301 | 302 | 303 | 307 | 308) =>
+        {
+            let status = resp.status();
+            let location = resp
+                .headers()
+                .get("location")
+                .ok_or_else(|| format!("{host}:{port} answered {status} without a Location"))?
+                .to_str()
+                .map_err(|_| {
+                    format!("{host}:{port} answered {status} with a Location that is not text")
+                })?;
+            Ok(Dialed::Redirect(location.to_string()))
+        }
+        Err(e) => Err(format!(
+            "WebSocket handshake with {host}:{port} failed: {e}"
+        )),
+    }
+}
+
+/// `url` without its query string (which carries the token hash), for messages.
+fn without_query(url: &str) -> &str {
+    url.split('?').next().unwrap_or(url)
+}
+
+/// The URL a redirect from `current` to `location` leads to. `location` is an absolute URL
+/// (ws, wss, http or https; http becomes ws and https wss) or an absolute path on the host
+/// of `current`.
+fn resolve_redirect(current: &str, location: &str) -> Result<String, String> {
+    let location = location.trim();
+    let location = location.split('#').next().unwrap_or(location);
+    let (scheme, rest) = current
+        .split_once("://")
+        .ok_or_else(|| format!("invalid URL {}", without_query(current)))?;
+    // A scheme is letters, digits, `+-.` before `://` (not `/path?next=http://...`).
+    let absolute = location.split_once("://").filter(|(s, _)| {
+        !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+    });
+    let (scheme, authority_path) = if let Some((s, r)) = absolute {
+        let s = match s.to_ascii_lowercase().as_str() {
+            "ws" | "http" => "ws",
+            "wss" | "https" => "wss",
+            _ => return Err(format!("redirect to an unsupported URL {location:?}")),
+        };
+        (s, r)
+    } else if let Some(r) = location.strip_prefix("//") {
+        // Network-path reference: our scheme, another host.
+        (scheme, r)
+    } else if location.starts_with('/') {
+        // Absolute path: our scheme and host.
+        let authority = rest.split(['/', '?']).next().unwrap_or(rest);
+        return Ok(keep_query(
+            format!("{scheme}://{authority}{location}"),
+            current,
+        ));
+    } else {
+        return Err(format!("redirect to an unsupported Location {location:?}"));
+    };
+    let (authority, path) = authority_path.split_at(
+        authority_path
+            .find(['/', '?'])
+            .unwrap_or(authority_path.len()),
+    );
+    if authority.is_empty() {
+        return Err(format!("redirect to a URL without a host {location:?}"));
+    }
+    // An empty path is the root.
+    let slash = if path.starts_with('/') { "" } else { "/" };
+    Ok(keep_query(
+        format!("{scheme}://{authority}{slash}{path}"),
+        current,
+    ))
+}
+
+/// `next`, with the query of `current` when it has none of its own.
+fn keep_query(mut next: String, current: &str) -> String {
+    // The server needs our `token=...` (and the rest of our query): a Location without a
+    // query of its own keeps the one we dialled with.
+    if !next.contains('?') {
+        if let Some((_, query)) = current.split_once('?') {
+            next.push('?');
+            next.push_str(query);
+        }
+    }
+    next
 }
 
 /// Run a client until `stop` or a fatal error (the server refused our token, the SOCKS port
@@ -186,7 +312,7 @@ pub async fn run_client<R: Runtime>(
 
 #[cfg(test)]
 mod tests {
-    use super::url_parts;
+    use super::{resolve_redirect, url_parts};
 
     #[test]
     fn parses_urls() {
@@ -202,5 +328,76 @@ mod tests {
             url_parts("ws://[::1]:8/x").unwrap(),
             (false, "::1".into(), 8)
         );
+    }
+
+    const CUR: &str = "ws://h:1/socket?token=abc&reverse=false";
+
+    #[test]
+    fn redirects_to_absolute_urls() {
+        // http and https become ws and wss; our query is kept when the Location has none.
+        assert_eq!(
+            resolve_redirect(CUR, "http://o:2/socket").unwrap(),
+            "ws://o:2/socket?token=abc&reverse=false"
+        );
+        assert_eq!(
+            resolve_redirect(CUR, "HTTPS://o/x").unwrap(),
+            "wss://o/x?token=abc&reverse=false"
+        );
+        assert_eq!(
+            resolve_redirect(CUR, "ws://[::1]:3/s").unwrap(),
+            "ws://[::1]:3/s?token=abc&reverse=false"
+        );
+        assert_eq!(
+            resolve_redirect(CUR, "wss://o:4").unwrap(),
+            "wss://o:4/?token=abc&reverse=false"
+        );
+        // A Location with a query of its own is taken as it is.
+        assert_eq!(
+            resolve_redirect(CUR, "wss://o/s?token=other").unwrap(),
+            "wss://o/s?token=other"
+        );
+        assert_eq!(resolve_redirect(CUR, "ws://o?x=1").unwrap(), "ws://o/?x=1");
+        // Nothing to keep when we dialled without a query.
+        assert_eq!(
+            resolve_redirect("wss://h/socket", "https://o/s").unwrap(),
+            "wss://o/s"
+        );
+        // Fragments are not sent.
+        assert_eq!(
+            resolve_redirect(CUR, "ws://o/s#f").unwrap(),
+            "ws://o/s?token=abc&reverse=false"
+        );
+    }
+
+    #[test]
+    fn redirects_to_paths() {
+        assert_eq!(
+            resolve_redirect(CUR, "/socket?x").unwrap(),
+            "ws://h:1/socket?x"
+        );
+        // A URL in the query does not make the Location absolute.
+        assert_eq!(
+            resolve_redirect(CUR, "/s?next=http://o/").unwrap(),
+            "ws://h:1/s?next=http://o/"
+        );
+        assert_eq!(
+            resolve_redirect(CUR, " /other ").unwrap(),
+            "ws://h:1/other?token=abc&reverse=false"
+        );
+        assert_eq!(
+            resolve_redirect("wss://[::1]:5/socket?t=1", "/s").unwrap(),
+            "wss://[::1]:5/s?t=1"
+        );
+        assert_eq!(
+            resolve_redirect("wss://h/socket?t=1", "//o:6/s").unwrap(),
+            "wss://o:6/s?t=1"
+        );
+    }
+
+    #[test]
+    fn refuses_other_locations() {
+        for bad in ["ftp://o/x", "socket", "", "ws:///x", "//", "///x"] {
+            assert!(resolve_redirect(CUR, bad).is_err(), "{bad:?} was accepted");
+        }
     }
 }
