@@ -8,6 +8,18 @@
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// `mi_option_purge_delay` in mimalloc's `mi_option_e` (v2 `mimalloc.h`: the enumerator after
+/// `mi_option_eager_commit_delay`, 14, which libmimalloc-sys names; it does not name this one).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Memory a burst freed goes back to the system at once rather than 10 ms later: half the peak
+/// resident memory of a 1 GiB transfer (about 50 -> 25 MiB on the receiving side), at no CPU
+/// cost we could measure (the buffers in use are reused, not purged).
+fn tune_allocator() {
+    // SAFETY: sets a plain integer option; mimalloc reads it whenever it considers purging.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
+}
+
 mod args;
 mod config;
 mod env;
@@ -33,6 +45,7 @@ use crate::env::Env;
 use crate::error::{one_line, CliError};
 
 fn main() -> ExitCode {
+    tune_allocator();
     install_panic_hook();
     let argv: Vec<OsString> = std::env::args_os().collect();
     let mode = std::env::var("LINKSOCKS_MODE").ok();
