@@ -142,12 +142,13 @@ fn bench_decide(c: &mut Criterion) {
             let mut b = Batcher::new();
             let t0 = Instant::from_nanos(1_000_000);
             if policy == BatchPolicy::Adaptive {
-                // Drive the adaptive delay above zero first: a fast flow (1 MiB in 1 ms).
+                // Drive the adaptive delay above zero first: a fast flow (1 MiB in 2 ms; under
+                // a millisecond between flushes counts as no rate at all, as in the reference).
                 b.push(t0, noise(1 << 20), false, &cfg).for_each(drop);
-                b.push(t0 + Duration::from_millis(1), noise(1 << 20), false, &cfg)
+                b.push(t0 + Duration::from_millis(2), noise(1 << 20), false, &cfg)
                     .for_each(drop);
             }
-            let t1 = t0 + Duration::from_millis(2);
+            let t1 = t0 + Duration::from_millis(3);
             b.push(t1, small.clone(), true, &cfg).for_each(drop);
             assert!(!b.is_empty(), "{pname}: the chunk should be held");
             bench.iter(|| match b.deadline(black_box(&cfg)) {
@@ -166,7 +167,7 @@ fn bench_flush(c: &mut Criterion) {
         g.throughput(Throughput::Bytes(100 * n as u64));
         for (pname, policy) in POLICIES {
             let cfg = cfg(policy);
-            let now = Instant::from_nanos(1_000_000);
+            let now = Instant::from_nanos(3_000_000);
             g.bench_function(BenchmarkId::new(format!("{n}x100B"), pname), |bench| {
                 bench.iter_batched_ref(
                     || {
@@ -174,7 +175,7 @@ fn bench_flush(c: &mut Criterion) {
                         if policy == BatchPolicy::Adaptive {
                             b.push(Instant::ZERO, noise(1 << 20), false, &cfg)
                                 .for_each(drop);
-                            b.push(Instant::from_nanos(500_000), noise(1 << 20), false, &cfg)
+                            b.push(Instant::from_nanos(2_000_000), noise(1 << 20), false, &cfg)
                                 .for_each(drop);
                         }
                         for _ in 0..n {
