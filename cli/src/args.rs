@@ -22,7 +22,8 @@ use crate::parse::{parse_duration, parse_size};
         Forward:  linksocks-cli server -t TOKEN      +  linksocks-cli client -t TOKEN -u ws://HOST:8765\n\
         Reverse:  linksocks-cli server -t TOKEN -r   +  linksocks-cli provider -t TOKEN -u ws://HOST:8765\n\
         Agent:    linksocks-cli server -t TOKEN -r -c CTOKEN  +  provider -t TOKEN  +  connector -t CTOKEN\n\n\
-        Without a subcommand, LINKSOCKS_MODE (server|client|provider|connector, or forward|reverse) picks one.",
+        Without a subcommand, LINKSOCKS_MODE (server|client|provider|connector, or forward|reverse) picks one.\n\
+        LINKSOCKS_THREADS=N runs the proxy on N threads (smol build; default 1, enough for a client).",
     subcommand_required = true,
     arg_required_else_help = true
 )]
