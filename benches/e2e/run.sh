@@ -6,7 +6,7 @@
 #   QUICK=1 benches/e2e/run.sh      # smoke run, under a minute; prints only (RESULTS=FILE to keep it)
 #
 # Environment:
-#   SETUPS="direct relay ss-none ss-aes ref ours ours-rev ours-wss"   which columns to run
+#   SETUPS="direct relay ss-none ss-aes ours ours-rev ours-wss ref"   which columns to run
 #   RESULTS=path          where to write the markdown (default benches/RESULTS.md; QUICK: none)
 #   ROUNDS=n              rounds over all setups, the table shows medians (default 3; QUICK: 1)
 #   SKIP_BUILD=1          use target/release/{linksocks-cli,e2e} as they are (no cargo build)
@@ -25,7 +25,10 @@ QUICK=${QUICK:-0}
 CACHE=${LINKSOCKS_BENCH_CACHE:-$HOME/.cache/linksocks-bench}
 SS_ROOT=$CACHE/ss
 REF=${REF_LINKSOCKS:-$ROOT/../shared/tools/ref-linksocks}
-SETUPS=${SETUPS:-direct relay ss-none ss-aes ref ours ours-rev ours-wss}
+# The reference goes last in each round: its processes stay busy for a while after being
+# measured (a 1.9 GB heap, a cleanup worker), which showed as latency outliers in whichever
+# setup came next.
+SETUPS=${SETUPS:-direct relay ss-none ss-aes ours ours-rev ours-wss ref}
 if [[ $QUICK == 1 ]]; then
     RESULTS=${RESULTS:-}
     GEN_ARGS=(--quick)
