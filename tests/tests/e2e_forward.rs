@@ -2,11 +2,12 @@
 
 use std::io::{Read, Write};
 use std::net::Shutdown;
-use std::sync::{Arc, Barrier};
 
 use linksocks_core::session::ClientRole;
 use linksocks_tests::e2e::daemon::free_addr;
-use linksocks_tests::e2e::modes::{assert_echo, assert_fast_open_fails, counted_sink, echo_once};
+use linksocks_tests::e2e::modes::{
+    assert_concurrent_echoes, assert_echo, assert_fast_open_fails, counted_sink,
+};
 use linksocks_tests::e2e::proxy::{forward, forward_pair, socks_listen};
 use linksocks_tests::e2e::socks5::{Dest, Socks5, SocksError};
 use linksocks_tests::e2e::target::{drain_hash, pattern, pattern_hash, send_pattern, TcpServer};
@@ -149,30 +150,7 @@ fn concurrent_100(rt: Rt) {
     const N: usize = 100;
     let echo = TcpServer::echo("127.0.0.1:0").unwrap();
     let (_server, _client, socks) = forward_pair(rt, "tok");
-    let start = Arc::new(Barrier::new(N));
-    let apps: Vec<_> = (0..N)
-        .map(|i| {
-            let start = start.clone();
-            std::thread::spawn(move || {
-                start.wait();
-                echo_once(
-                    &Socks5::new(socks),
-                    echo.addr,
-                    &pattern(1000 + i as u64, 4096 + 97 * i),
-                )
-            })
-        })
-        .collect();
-    let failed: Vec<String> = apps
-        .into_iter()
-        .enumerate()
-        .filter_map(|(i, t)| t.join().unwrap().err().map(|e| format!("app {i}: {e}")))
-        .collect();
-    assert!(
-        failed.is_empty(),
-        "{} of {N} failed: {failed:#?}",
-        failed.len()
-    );
+    assert_concurrent_echoes(socks, echo.addr, N, 1000, |i| 4096 + 97 * i);
     assert_eq!(echo.accepted.load(std::sync::atomic::Ordering::SeqCst), N);
 }
 

@@ -1,12 +1,11 @@
 //! Reverse mode on real loopback sockets: SOCKS5 on our server, our providers dial.
 
-use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use linksocks_tests::e2e::daemon::free_addr;
 use linksocks_tests::e2e::modes::{
-    assert_echo, assert_fast_open_fails, dial_counts, echo_once, provider, provider_with,
-    reverse_server, wait_token_clients, API_KEY,
+    assert_concurrent_echoes, assert_echo, assert_fast_open_fails, dial_counts, echo_once,
+    provider, provider_with, reverse_server, wait_token_clients, API_KEY,
 };
 use linksocks_tests::e2e::socks5::{Socks5, SocksError};
 use linksocks_tests::e2e::target::{pattern, TcpServer};
@@ -112,30 +111,7 @@ fn five_providers_100(rt: Rt) {
     let url = server.url();
     let mut providers: Vec<_> = (0..K).map(|_| provider(rt, &url, "rtok")).collect();
     let socks = server.socks_addr();
-    let start = Arc::new(Barrier::new(N));
-    let apps: Vec<_> = (0..N)
-        .map(|i| {
-            let start = start.clone();
-            std::thread::spawn(move || {
-                start.wait();
-                echo_once(
-                    &Socks5::new(socks),
-                    echo.addr,
-                    &pattern(500 + i as u64, 2048 + 31 * i),
-                )
-            })
-        })
-        .collect();
-    let failed: Vec<String> = apps
-        .into_iter()
-        .enumerate()
-        .filter_map(|(i, t)| t.join().unwrap().err().map(|e| format!("app {i}: {e}")))
-        .collect();
-    assert!(
-        failed.is_empty(),
-        "{} of {N} failed: {failed:#?}",
-        failed.len()
-    );
+    assert_concurrent_echoes(socks, echo.addr, N, 500, |i| 2048 + 31 * i);
     let counts = dial_counts(&mut providers, N);
     assert_eq!(counts.iter().sum::<usize>(), N, "dials: {counts:?}");
     assert!(

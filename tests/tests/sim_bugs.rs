@@ -1,8 +1,7 @@
-//! Reproductions of the core bugs the simulation found, one scenario each. Bugs fixed since
-//! (core commit 87c3d85) stay here as regression tests; an open bug's test is `#[ignore]`d
-//! (run it with `cargo test -p linksocks-tests --test sim_bugs -- --ignored`) and the random
-//! mixes elsewhere steer around it (`World::avoid_known_bugs`; `SIM_NO_WORKAROUNDS=1` stops
-//! that). Un-ignore a test once its bug is fixed.
+//! Reproductions of the core bugs the simulation found, one scenario each, kept as regression
+//! tests now that they are fixed (core commit 87c3d85; bug 6, head-of-line blocking, by
+//! per-channel flow control). A newly found bug gets its scenario here, `#[ignore]`d until
+//! fixed (run it with `cargo test -p linksocks-tests --test sim_bugs -- --ignored`).
 //!
 //! Replay one seed: `SIM_SEED=<seed> cargo test -p linksocks-tests --test sim_bugs -- <name> --exact --include-ignored`.
 
@@ -266,17 +265,13 @@ fn run_slow_reader_link_survives(seed: u64) -> World {
 }
 sim_test!(slow_reader_link_survives, 5, run_slow_reader_link_survives);
 
-/// Bug 6 (head-of-line blocking): while one slow reader drains its download, every other
-/// channel on the same link waits behind the data queued for it (link window + the sender's
-/// `link_high_water`): new connections get no ConnectResponse and fail with reply 0x04 after
-/// 15 s. Memory stays bounded, but one stalled download blocks all other traffic of that
-/// client.
-fn run_slow_reader_does_not_block_others(seed: u64) -> World {
+/// A slow reader downloading over a client with `threads` links, and three small echoes
+/// started beside it: each must succeed within 5 s.
+fn slow_reader_beside_echoes(seed: u64, threads: usize) -> World {
     let mut w = World::new(seed, None);
-    w.avoid_known_bugs = false;
     w.net.window = 1 << 20;
     let f = w.setup_forward(|_, s, c| {
-        c.threads = 1;
+        c.threads = threads;
         s.data.link_high_water = 1 << 20;
         for d in [&mut s.data, &mut c.data] {
             d.conn_high_water = 64 << 10;
@@ -322,63 +317,24 @@ fn run_slow_reader_does_not_block_others(seed: u64) -> World {
     }
     w
 }
+
+/// Bug 6 (head-of-line blocking), fixed by per-channel flow control: while one slow reader
+/// drains its download, the other channels on the same link used to wait behind the data
+/// queued for it (new connections got no ConnectResponse and failed with 0x04 after 15 s).
+/// Now the slow channel alone is paused.
+fn run_slow_reader_does_not_block_others(seed: u64) -> World {
+    slow_reader_beside_echoes(seed, 1)
+}
 sim_test!(
     slow_reader_does_not_block_others,
     5,
     run_slow_reader_does_not_block_others
 );
 
-/// The mitigation of bug 6 in 87c3d85: with two links, new channels avoid the link congested by
-/// a slow reader, so small requests beside a slow download complete promptly.
+/// The earlier mitigation of bug 6 (87c3d85): with two links, new channels avoid a congested
+/// link, so small requests beside a slow download complete promptly.
 fn run_slow_reader_spares_other_links(seed: u64) -> World {
-    let mut w = World::new(seed, None);
-    w.net.window = 1 << 20;
-    let f = w.setup_forward(|_, s, c| {
-        c.threads = 2;
-        s.data.link_high_water = 1 << 20;
-        for d in [&mut s.data, &mut c.data] {
-            d.conn_high_water = 64 << 10;
-            d.conn_low_water = 16 << 10;
-        }
-    });
-    let mut spec = AppSpec::new(
-        f.socks,
-        Plan::Download {
-            down: 2 << 20,
-            reset: false,
-        },
-    );
-    spec.read = ReadRate::Slow {
-        bytes: 16 << 10,
-        every: secs(0.25),
-    };
-    let at = w.now;
-    w.spawn(spec, at);
-    let later = plus(w.now, 3.0);
-    let others: Vec<usize> = (0..3)
-        .map(|i| {
-            w.spawn(
-                AppSpec::new(f.socks, Plan::Echo { up: 100 }),
-                plus(later, i as f64),
-            )
-        })
-        .collect();
-    let deadline = plus(w.now, 600.0);
-    w.finish(deadline, secs(5.0));
-    for a in others {
-        let app = &w.apps[a];
-        assert!(
-            app.success,
-            "a small echo beside a slow download: {}",
-            app.summary()
-        );
-        let took = app.done_at.unwrap() - app.started_at.unwrap();
-        assert!(
-            took < secs(5.0),
-            "a small echo took {took:?} beside a slow download"
-        );
-    }
-    w
+    slow_reader_beside_echoes(seed, 2)
 }
 sim_test!(
     slow_reader_spares_other_links,

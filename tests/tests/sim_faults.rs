@@ -262,24 +262,11 @@ sim_test!(idle_sweep_12h, 15, run_idle_sweep);
 /// connections on the same link finish too.
 fn run_slow_reader(seed: u64) -> World {
     let mut w = World::new(seed, None);
-    // Known bug 6 (head-of-line blocking): other channels of the link wait behind everything
-    // queued for a slow reader (the link window, the sender's link_high_water, the socket's
-    // conn_high_water); to keep them under the 15 s connect guard the pipe stays under
-    // 320 KiB here (5 s at 64 KiB/s), unless SIM_NO_WORKAROUNDS.
-    let small = w.avoid_known_bugs;
-    if small {
-        w.net.window = w.net.window.min(128 << 10);
-    }
     let f = w.setup_forward(|w, s, c| {
         for d in [&mut s.data, &mut c.data] {
-            let (ch, lh) = if small {
-                (64 << 10, 128 << 10)
-            } else {
-                (1 << 20, 4 << 20)
-            };
-            d.conn_high_water = w.rng.log_between(16 << 10, ch) as usize;
+            d.conn_high_water = w.rng.log_between(16 << 10, 1 << 20) as usize;
             d.conn_low_water = d.conn_high_water / 4;
-            d.link_high_water = w.rng.log_between(32 << 10, lh) as usize;
+            d.link_high_water = w.rng.log_between(32 << 10, 4 << 20) as usize;
             d.link_low_water = d.link_high_water / 4;
         }
     });

@@ -44,6 +44,38 @@ pub fn assert_echo(socks: &Socks5, dest: impl Into<Dest>, payload: &[u8]) {
     }
 }
 
+/// `n` applications released at once, application `i` echoing `pattern(seed + i, size(i))`
+/// (sizes and contents differ, so a crossed channel shows); panics listing those that failed.
+pub fn assert_concurrent_echoes(
+    socks: SocketAddr,
+    dest: SocketAddr,
+    n: usize,
+    seed: u64,
+    size: fn(usize) -> usize,
+) {
+    let start = std::sync::Arc::new(std::sync::Barrier::new(n));
+    let apps: Vec<_> = (0..n)
+        .map(|i| {
+            let start = start.clone();
+            std::thread::spawn(move || {
+                start.wait();
+                let payload = super::target::pattern(seed + i as u64, size(i));
+                echo_once(&Socks5::new(socks), dest, &payload)
+            })
+        })
+        .collect();
+    let failed: Vec<String> = apps
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, t)| t.join().unwrap().err().map(|e| format!("app {i}: {e}")))
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {n} failed: {failed:#?}",
+        failed.len()
+    );
+}
+
 /// Reads exactly `len` bytes from each connection and answers with their SHA-256 hex (64
 /// ASCII bytes). Unlike [`TcpServer::sink`] it needs no EOF from the application, which the
 /// protocol could not deliver without ending the channel (it has no half-close).

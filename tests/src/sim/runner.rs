@@ -5,7 +5,6 @@
 //! - `SIM_SEED_BASE=B`: start at seed `B` instead of 0 (explore new seeds).
 //! - `SIM_LOG=debug` (with `SIM_SEED`): the core's own log lines as well.
 //! - `SIM_KEEP_GOING=1`: run every seed and list all failing ones at the end.
-//! - `SIM_NO_WORKAROUNDS=1`: the random mixes stop steering around known core bugs.
 //! - `SIM_TRACE=1`: keep the trace (written to a file when a run fails).
 
 use std::panic::{catch_unwind, AssertUnwindSafe};

@@ -491,9 +491,6 @@ pub struct World {
     touched: Vec<NodeIdx>,
     /// Outputs named a link after CloseLink (frames that cannot be delivered).
     pub late_link_outputs: u64,
-    /// Random mixes steer around core bugs already reported (so that they keep finding new
-    /// ones); each known bug has a dedicated scenario. `SIM_NO_WORKAROUNDS=1` turns this off.
-    pub avoid_known_bugs: bool,
 }
 
 fn fnv(h: &mut u64, x: u64) {
@@ -546,7 +543,6 @@ impl World {
             udp_used: false,
             touched: Vec::new(),
             late_link_outputs: 0,
-            avoid_known_bugs: std::env::var_os("SIM_NO_WORKAROUNDS").is_none(),
         }
     }
 
