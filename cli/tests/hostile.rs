@@ -410,8 +410,14 @@ fn specimens(echo: SocketAddr) -> Vec<(Vec<u8>, Vec<usize>)> {
             vec![2],
         ),
         (enc(&Message::Partners { count: 3 }), vec![2]),
-        (enc(&Message::ChannelPause { channel: ch }), vec![]),
-        (enc(&Message::ChannelResume { channel: ch }), vec![]),
+        (
+            enc(&Message::ChannelAck {
+                channel: ch,
+                bytes: 1 << 20,
+            }),
+            vec![],
+        ),
+        (enc(&Message::ChannelNoWindow { channel: ch }), vec![]),
     ]
 }
 

@@ -179,9 +179,9 @@ fn message() -> impl Strategy<Value = Message> {
         ),
         1 => (".{0,16}", ".{0,300}").prop_map(|(level, msg)| Message::Log { level, msg }),
         1 => any::<i64>().prop_map(|count| Message::Partners { count }),
-        1 => any::<u32>().prop_map(|features| Message::Hello { features }),
-        1 => channel().prop_map(|channel| Message::ChannelPause { channel }),
-        1 => channel().prop_map(|channel| Message::ChannelResume { channel }),
+        1 => (any::<u32>(), any::<u32>()).prop_map(|(features, window)| Message::Hello { features, window }),
+        1 => (channel(), any::<u32>()).prop_map(|(channel, bytes)| Message::ChannelAck { channel, bytes }),
+        1 => channel().prop_map(|channel| Message::ChannelNoWindow { channel }),
     ]
 }
 

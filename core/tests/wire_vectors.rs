@@ -560,24 +560,28 @@ fn vectors() -> Vec<Vector> {
         // --- 0x40-0x42: our extension, between our own peers only (Features(4) / ChannelID).
         v(
             "hello channel flow",
-            "01 40 | 00000001",
+            "01 40 | 00000001 | 00800000",
             Message::Hello {
                 features: feature::CHANNEL_FLOW,
+                window: 8 << 20,
             },
             Both,
             &[],
         ),
         v(
-            "channel pause",
-            &format!("01 41 | {CH}"),
-            Message::ChannelPause { channel: ch() },
+            "channel ack",
+            &format!("01 41 | {CH} | 00200000"),
+            Message::ChannelAck {
+                channel: ch(),
+                bytes: 2 << 20,
+            },
             Both,
             &[],
         ),
         v(
-            "channel resume",
+            "channel no window",
             &format!("01 42 | {CH}"),
-            Message::ChannelResume { channel: ch() },
+            Message::ChannelNoWindow { channel: ch() },
             Both,
             &[],
         ),

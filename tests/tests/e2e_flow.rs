@@ -3,8 +3,8 @@
 //!
 //! The LinkSocks wire has no flow control of its own; with a reference peer the only way to
 //! bound memory without dropping data is to stop reading the whole link, which stalls every
-//! channel on it (head-of-line blocking). Between our peers the ChannelPause / ChannelResume
-//! extension (announced with `ext=flow` and Hello) pauses just the slow channel.
+//! channel on it (head-of-line blocking). Between our peers the window extension (announced
+//! with `ext=flow` and Hello, acknowledged with ChannelAck) holds back just the slow channel.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

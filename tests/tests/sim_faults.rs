@@ -264,6 +264,9 @@ fn run_slow_reader(seed: u64) -> World {
     let mut w = World::new(seed, None);
     let f = w.setup_forward(|w, s, c| {
         for d in [&mut s.data, &mut c.data] {
+            // Without flow control (a reference peer) a slow reader holds its whole link, so
+            // the other connections could not be required to finish.
+            d.channel_flow = true;
             d.conn_high_water = w.rng.log_between(16 << 10, 1 << 20) as usize;
             d.conn_low_water = d.conn_high_water / 4;
             d.link_high_water = w.rng.log_between(32 << 10, 4 << 20) as usize;

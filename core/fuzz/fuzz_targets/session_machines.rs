@@ -28,8 +28,9 @@ enum Frame {
     Disconnect { ch: u8, err: bool },
     Connector { ch: u8, token: u8, add: bool },
     Partners(i64),
-    Hello(u32),
-    Flow { ch: u8, pause: bool },
+    Hello(u32, u32),
+    Ack { ch: u8, bytes: u32 },
+    NoWindow(u8),
 }
 
 #[derive(Arbitrary, Debug)]
@@ -101,9 +102,9 @@ fn frame(f: &Frame) -> Bytes {
             op: if *add { wire::ConnectorOp::Add } else { wire::ConnectorOp::Remove },
         },
         Frame::Partners(n) => Message::Partners { count: *n },
-        Frame::Hello(features) => Message::Hello { features: *features },
-        Frame::Flow { ch, pause: true } => Message::ChannelPause { channel: chan(*ch) },
-        Frame::Flow { ch, pause: false } => Message::ChannelResume { channel: chan(*ch) },
+        Frame::Hello(features, window) => Message::Hello { features: *features, window: *window },
+        Frame::Ack { ch, bytes } => Message::ChannelAck { channel: chan(*ch), bytes: *bytes },
+        Frame::NoWindow(ch) => Message::ChannelNoWindow { channel: chan(*ch) },
     };
     wire::encode::encode_to_bytes(&msg).unwrap_or_default()
 }

@@ -87,8 +87,14 @@ pub struct Channel {
     pub pending_end: Option<Option<String>>,
     pub batch: Batcher,
     pub last_active: Instant,
-    /// The peer asked us (ChannelPause) to stop reading this channel's local socket.
-    pub held_by_peer: bool,
+    /// Flow-controlled end to end (both ends speak the window extension; TCP only).
+    pub windowed: bool,
+    /// Sender: bytes of this channel sent and not yet acknowledged by the receiver ...
+    pub unacked: usize,
+    /// ... at the window: its local socket is not read until acknowledgements come.
+    pub window_full: bool,
+    /// Receiver: bytes written out since the last acknowledgement we sent.
+    pub to_ack: usize,
     /// Bytes of this channel's Data queued on its link and not yet written ...
     pub on_link: usize,
     /// ... over its share: its local socket is not read until half of them are written.
@@ -119,7 +125,10 @@ impl Channel {
             pending_end: None,
             batch: Batcher::new(),
             last_active: now,
-            held_by_peer: false,
+            windowed: false,
+            unacked: 0,
+            window_full: false,
+            to_ack: 0,
             on_link: 0,
             over_share: false,
         }

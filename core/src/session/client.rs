@@ -129,8 +129,10 @@ impl ClientMachine {
         let auth_message = path_only != "/socket";
         // `ext`: our extensions, for a server of ours to answer with Hello; the reference
         // ignores query parameters it does not know.
+        // With the window we would like; the server answers with the one both will use.
         let ext = if cfg.data.channel_flow {
-            format!("ext={EXT_FLOW}")
+            let window = cfg.data.channel_window.max(super::plane::MIN_WINDOW);
+            format!("ext={EXT_FLOW}&flow_window={window}")
         } else {
             String::new()
         };
@@ -398,10 +400,10 @@ impl ClientMachine {
             Message::DirectTransport { .. } => {
                 debug!(%link, "direct-transport message ignored (not supported)");
             }
-            Message::Hello { features } => {
+            Message::Hello { features, window } => {
                 if features & feature::CHANNEL_FLOW != 0 {
-                    debug!(%link, "the server speaks per-channel flow control");
-                    self.plane.set_peer_flow(link);
+                    debug!(%link, window, "the server speaks per-channel flow control");
+                    self.plane.set_flow_window(link, window as usize);
                 }
             }
             other => debug!(%link, "unexpected {} from the server ignored", other.name()),

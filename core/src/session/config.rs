@@ -97,14 +97,16 @@ pub struct DataConfig {
     /// UDP datagrams for a link with more than this queued are dropped (UDP is lossy anyway;
     /// memory is not).
     pub udp_drop_water: usize,
-    /// Per-channel flow control with peers that speak our extension (ChannelPause and
-    /// ChannelResume): a slow local writer pauses only its own channel, not the whole link.
-    /// Reference peers never see the extension; with them a slow writer pauses the link.
+    /// Per-channel flow control with peers that speak our extension: a channel's sender has at
+    /// most `channel_window` bytes of it unacknowledged, so a slow local writer holds back only
+    /// its own channel, never the whole link. Reference peers never see the extension; with
+    /// them a slow writer pauses the link.
     pub channel_flow: bool,
-    /// A paused channel may still receive what was in flight when the pause was sent; past
-    /// `conn_high_water + flow_overshoot` unwritten bytes the link is paused as well, so memory
-    /// stays bounded even if the peer does not honour the pause.
-    pub flow_overshoot: usize,
+    /// The window: also what a flow-controlled channel may hold unwritten on the receiving
+    /// side (past `channel_window + conn_high_water` the link is paused as well, so memory stays
+    /// bounded even against a peer that ignores the window). It caps one channel's throughput
+    /// at `channel_window / round trip`: 8 MiB is 160 MB/s at a 50 ms round trip.
+    pub channel_window: usize,
     /// Most bytes of one channel's Data queued on its link, unwritten: past it the channel's
     /// local socket waits (fairness among channels, and little in flight to overshoot a pause).
     pub channel_link_share: usize,
@@ -125,7 +127,7 @@ impl Default for DataConfig {
             max_inflated: crate::wire::MAX_MESSAGE_SIZE,
             udp_drop_water: 16 << 20,
             channel_flow: true,
-            flow_overshoot: 8 << 20,
+            channel_window: 8 << 20,
             channel_link_share: 1 << 20,
         }
     }

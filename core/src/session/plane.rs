@@ -27,6 +27,16 @@ use crate::wire::{
     UdpTrailer, DATA_HEADER_LEN,
 };
 
+/// The smallest flow-control window: a receiver acknowledges everything it has written once
+/// a quarter of this has accumulated, so no sender with at least this window waits forever,
+/// whatever the receiver's own window.
+pub const MIN_WINDOW: usize = 64 << 10;
+
+/// What a receiver allows a flow-controlled channel beyond twice its window before it pauses
+/// the link anyway (against a peer that ignores the window): room for the frame that filled
+/// the window, which may be a whole read.
+pub const WINDOW_OVERSHOOT: usize = 1 << 20;
+
 /// Deadlines of the plane and of the roles built on it.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Timer {
@@ -83,8 +93,9 @@ pub struct LinkEntry {
     /// A malformed message from this peer was already logged at info (later ones at debug:
     /// one line per offending peer, not one per message).
     malformed_logged: bool,
-    /// The peer speaks our per-channel flow control (it sent, or announced, Hello).
-    pub peer_flow: bool,
+    /// The flow-control window agreed with the peer, when both speak the extension (the
+    /// server's Hello names it: the smaller of the two sides' windows).
+    pub flow_window: Option<usize>,
     /// Frames queued on the link in order, with the channel whose data each carries, so
     /// that written bytes can be credited back to their channels; `head_written` bytes of
     /// the first are already written.
@@ -126,8 +137,6 @@ struct ConnEntry {
     parked_on: Option<LinkId>,
     /// The link this socket's full write queue holds paused.
     blocking: Option<LinkId>,
-    /// We asked the peer on this link to pause the channel that feeds this socket.
-    flow_paused: Option<(LinkId, ChannelId)>,
 }
 
 pub struct ListenerEntry {
@@ -292,7 +301,7 @@ impl Plane {
                 batched: Vec::new(),
                 heard: now,
                 malformed_logged: false,
-                peer_flow: false,
+                flow_window: None,
                 in_order: VecDeque::new(),
                 head_written: 0,
             },
@@ -309,10 +318,29 @@ impl Plane {
         }
     }
 
-    /// The peer on `link` speaks our per-channel flow control (when we do too).
-    pub fn set_peer_flow(&mut self, link: LinkId) {
+    /// Our own flow-control window (configured, not below [`MIN_WINDOW`]), offered to peers.
+    pub fn own_window(&self) -> usize {
+        self.data.channel_window.max(MIN_WINDOW)
+    }
+
+    /// Whether channels on `link` are flow-controlled (both ends speak the extension).
+    fn windowed(&self, link: LinkId) -> bool {
+        self.flow_window(link).is_some()
+    }
+
+    /// The window agreed on `link`, if any.
+    fn flow_window(&self, link: LinkId) -> Option<usize> {
+        self.links.get(&link).and_then(|l| l.flow_window)
+    }
+
+    /// The peer on `link` speaks our per-channel flow control, with `window` agreed (no
+    /// effect unless we speak it too). Both ends must use the same window: a receiver bounds a
+    /// channel's unwritten bytes by it, and past that bound pauses the link, acknowledgements
+    /// and all.
+    pub fn set_flow_window(&mut self, link: LinkId, window: usize) {
+        let on = self.data.channel_flow;
         if let Some(l) = self.links.get_mut(&link) {
-            l.peer_flow = self.data.channel_flow;
+            l.flow_window = on.then_some(window.max(MIN_WINDOW));
         }
     }
 
@@ -325,18 +353,33 @@ impl Plane {
     /// more than its share of the link's queue stops being read until the link has written
     /// half of it: one bulk channel cannot fill the queue ahead of the others, and what it
     /// has in flight when its peer asks it to pause stays small.
-    fn transmit_data(&mut self, link: LinkId, key: ChanKey, frame: Bytes) {
+    ///
+    /// With flow control, the `payload` bytes (as read, before any compression) also count
+    /// against the channel's window until the receiver acknowledges them.
+    fn transmit_data(&mut self, link: LinkId, key: ChanKey, frame: Bytes, payload: usize) {
         let len = frame.len();
         if !self.transmit_for(link, Some(key), frame) {
             return;
         }
         let share = self.data.channel_link_share;
+        let window = self.flow_window(link).unwrap_or(usize::MAX);
         let Some(ch) = self.channels.get_mut(&key) else {
             return;
         };
         ch.on_link += len;
+        let mut pause = false;
         if ch.on_link >= share && !ch.over_share {
             ch.over_share = true;
+            pause = true;
+        }
+        if ch.windowed {
+            ch.unacked += payload;
+            if ch.unacked >= window && !ch.window_full {
+                ch.window_full = true;
+                pause = true;
+            }
+        }
+        if pause {
             if let Some(conn) = ch.conn() {
                 self.pause_conn_read(conn, None);
             }
@@ -575,7 +618,6 @@ impl Plane {
                 read_paused: false,
                 parked_on: None,
                 blocking: None,
-                flow_paused: None,
             },
         );
         self.timers
@@ -702,7 +744,7 @@ impl Plane {
                         Compression::None,
                         len as u32,
                     );
-                    self.transmit_data(link, key, buf.freeze());
+                    self.transmit_data(link, key, buf.freeze(), len);
                     if self.link_over(link) {
                         self.pause_conn_read(conn, Some(link));
                     }
@@ -753,13 +795,50 @@ impl Plane {
             return;
         };
         if c.backlog.sub(bytes) {
-            let flow = c.flow_paused.take();
             if let Some(link) = c.blocking.take() {
                 self.unblock_link(link);
             }
-            if let Some((link, channel)) = flow {
-                self.send(link, &Message::ChannelResume { channel });
-            }
+        }
+        self.acknowledge(conn, bytes);
+    }
+
+    /// Receiver of a flow-controlled channel: `bytes` were written out to its local socket.
+    /// Acknowledged a quarter of our window at a time, and all at once when everything
+    /// received is written (so a sender whose window is smaller than ours, at least
+    /// [`MIN_WINDOW`], is never left waiting). A SOCKS reply written to the same socket counts
+    /// too: a few bytes of extra credit, harmless.
+    fn acknowledge(&mut self, conn: ConnId, bytes: usize) {
+        let Some(c) = self.conns.get(&conn) else {
+            return;
+        };
+        let ConnState::Channel(key) = c.state else {
+            return;
+        };
+        let idle = c.backlog.queued() == 0;
+        // Acknowledged whenever the link's peer speaks the extension, whether or not this
+        // channel counts its own window: the sender's count is what must not stall.
+        let Some(link) = self.channels.get(&key).map(|c| c.link) else {
+            return;
+        };
+        let Some(window) = self.flow_window(link) else {
+            return;
+        };
+        let quantum = (window / 4).max(1);
+        let Some(ch) = self.channels.get_mut(&key) else {
+            return;
+        };
+        ch.to_ack += bytes;
+        if ch.to_ack >= quantum || (idle && ch.to_ack >= MIN_WINDOW / 4) {
+            let n = ch.to_ack.min(u32::MAX as usize);
+            ch.to_ack -= n;
+            let (link, channel) = (ch.link, ch.id);
+            self.send(
+                link,
+                &Message::ChannelAck {
+                    channel,
+                    bytes: n as u32,
+                },
+            );
         }
     }
 
@@ -848,6 +927,7 @@ impl Plane {
             Command::Connect => {
                 let mut ch =
                     Channel::new(id, Protocol::Tcp, link, Local::Conn(conn), Side::Socks, now);
+                ch.windowed = self.windowed(link);
                 ch.early = early;
                 ch.early_len = early_len;
                 ch.pending_end = eof.then_some(None);
@@ -963,7 +1043,7 @@ impl Plane {
                     return;
                 };
                 let conn = ConnId(self.handle());
-                let ch = Channel::new(
+                let mut ch = Channel::new(
                     connect.channel,
                     Protocol::Tcp,
                     link,
@@ -971,6 +1051,7 @@ impl Plane {
                     Side::Dialer,
                     now,
                 );
+                ch.windowed = self.windowed(link);
                 self.channels.insert(key, ch);
                 self.by_wire.insert((link, connect.channel), key);
                 self.conns.insert(
@@ -981,7 +1062,6 @@ impl Plane {
                         read_paused: false,
                         parked_on: None,
                         blocking: None,
-                        flow_paused: None,
                     },
                 );
                 let target = TargetAddr::from_host_port(&host, port);
@@ -1146,7 +1226,18 @@ impl Plane {
             self.unblock_link(l);
         }
         self.by_wire.insert((to, id), key);
+        let from = self.channels.get(&key).map_or(to, |c| c.link);
         self.send(to, &Message::Connect(connect.clone()));
+        // Flow control is end to end: when only one side speaks it, or the two agreed on
+        // different windows with us, neither may count on acknowledgements from the other.
+        let (wf, wt) = (self.flow_window(from), self.flow_window(to));
+        if connect.protocol == Protocol::Tcp && wf != wt {
+            for (link, w) in [(from, wf), (to, wt)] {
+                if w.is_some() {
+                    self.send(link, &Message::ChannelNoWindow { channel: id });
+                }
+            }
+        }
         for frame in early {
             self.transmit(to, frame);
         }
@@ -1229,12 +1320,12 @@ impl Plane {
                 self.disconnect(now, link, channel, error, frame);
                 Routed::Done
             }
-            Message::ChannelPause { channel } => {
-                self.peer_flow_control(link, channel, true, frame);
+            Message::ChannelAck { channel, bytes } => {
+                self.channel_ack(link, channel, bytes as usize, frame);
                 Routed::Done
             }
-            Message::ChannelResume { channel } => {
-                self.peer_flow_control(link, channel, false, frame);
+            Message::ChannelNoWindow { channel } => {
+                self.channel_no_window(link, channel);
                 Routed::Done
             }
             Message::Connect(c) => Routed::Connect(c),
@@ -1305,74 +1396,90 @@ impl Plane {
         }
     }
 
-    /// Queue Data from `link` for a local socket. When the socket's queue crosses its high
-    /// mark, a peer that speaks our flow control is asked to pause just this channel; any
-    /// other peer (or one that keeps sending past the overshoot allowance) has the whole link
-    /// paused: the wire gives it no finer way, and memory must stay bounded.
+    /// Queue Data from `link` for a local socket. When the socket's queue reaches its high
+    /// mark the whole link is paused: the reference's wire gives no finer way to bound memory
+    /// without dropping data. A flow-controlled channel's sender stops at its window instead,
+    /// so for it the mark is the window above the high mark, reached only by a peer that
+    /// ignores the window.
     fn write_to_conn(&mut self, link: LinkId, conn: ConnId, data: Bytes) {
-        let flow_channel = match self.conns.get(&conn).map(|c| &c.state) {
-            Some(ConnState::Channel(key)) if self.links.get(&link).is_some_and(|l| l.peer_flow) => {
-                self.channels.get(key).map(|ch| ch.id)
-            }
-            _ => None,
+        let windowed = match self.conns.get(&conn).map(|c| &c.state) {
+            Some(ConnState::Channel(key)) => self.channels.get(key).is_some_and(|c| c.windowed),
+            _ => false,
         };
-        let hard_limit = self.data.conn_high_water + self.data.flow_overshoot;
+        // A sender stops once its window is full, but the frame that filled it may be large
+        // (a whole read): the guard leaves room for that, since pausing the link would also
+        // hold back the acknowledgements other channels wait for.
+        let guard = if windowed {
+            self.flow_window(link)
+                .map_or(0, |w| 2 * w + WINDOW_OVERSHOOT)
+        } else {
+            0
+        };
+        let limit = self.data.conn_high_water + guard;
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
-        let crossed = c.backlog.add(data.len());
+        c.backlog.add(data.len());
         self.out.push_back(Output::Write { conn, data });
-        if c.blocking.is_some() {
-            return;
+        if c.blocking.is_none() && c.backlog.queued() >= limit {
+            c.blocking = Some(link);
+            self.block_link(link);
         }
-        if crossed {
-            if let Some(channel) = flow_channel {
-                c.flow_paused = Some((link, channel));
-                self.send(link, &Message::ChannelPause { channel });
-                return;
-            }
-        } else if c.flow_paused.is_none() || c.backlog.queued() < hard_limit {
-            return;
-        }
-        c.blocking = Some(link);
-        self.block_link(link);
     }
 
-    /// The peer asks us to pause (or resume) sending `channel`: stop (or restart) reading its
-    /// local socket. A relay passes the request on when the other side understands it.
-    fn peer_flow_control(&mut self, link: LinkId, channel: ChannelId, pause: bool, frame: Bytes) {
+    /// The receiver acknowledged `bytes` of `channel`: more may be sent. A relay passes the
+    /// acknowledgement on when the channel is flow-controlled end to end.
+    fn channel_ack(&mut self, link: LinkId, channel: ChannelId, bytes: usize, frame: Bytes) {
+        let Some(&key) = self.by_wire.get(&(link, channel)) else {
+            return;
+        };
+        let window = self.flow_window(link).unwrap_or(usize::MAX);
+        let Some(ch) = self.channels.get_mut(&key) else {
+            return;
+        };
+        if let Some(to) = ch.other_link(link) {
+            if self.windowed(to) {
+                self.transmit(to, frame);
+            }
+            return;
+        }
+        ch.unacked = ch.unacked.saturating_sub(bytes);
+        if ch.window_full && ch.unacked < window {
+            ch.window_full = false;
+            if let Some(conn) = ch.conn() {
+                self.resume_conn_read(conn);
+            }
+        }
+    }
+
+    /// A relay says `channel`'s far end does not speak flow control: stop counting its window.
+    fn channel_no_window(&mut self, link: LinkId, channel: ChannelId) {
         let Some(&key) = self.by_wire.get(&(link, channel)) else {
             return;
         };
         let Some(ch) = self.channels.get_mut(&key) else {
             return;
         };
-        if let Some(to) = ch.other_link(link) {
-            if self.links.get(&to).is_some_and(|l| l.peer_flow) {
-                self.transmit(to, frame);
-            }
+        if ch.other_link(link).is_some() || !ch.windowed {
             return;
         }
-        let Local::Conn(conn) = ch.local else {
-            return;
-        };
-        ch.held_by_peer = pause;
-        let open = ch.phase == Phase::Open;
-        if pause {
-            self.pause_conn_read(conn, None);
-        } else if open {
-            self.resume_conn_read(conn);
+        ch.windowed = false;
+        ch.unacked = 0;
+        if std::mem::take(&mut ch.window_full) {
+            if let Some(conn) = ch.conn() {
+                self.resume_conn_read(conn);
+            }
         }
     }
 
-    /// Whether the channel of local socket `conn` must not be read: its peer asked for a
-    /// pause, or it has its share of the link queue.
+    /// Whether the channel of local socket `conn` must not be read: its window is full, or it
+    /// has its share of the link queue.
     fn channel_holds_reading(&self, conn: ConnId) -> bool {
         match self.conns.get(&conn).map(|c| &c.state) {
             Some(ConnState::Channel(key)) => self
                 .channels
                 .get(key)
-                .is_some_and(|c| c.held_by_peer || c.over_share),
+                .is_some_and(|c| c.window_full || c.over_share),
             _ => false,
         }
     }
@@ -1638,9 +1745,9 @@ impl Plane {
         let Some(ch) = self.channels.get(&key) else {
             return;
         };
-        let (link, id) = (ch.link, ch.id);
+        let (link, id, len) = (ch.link, ch.id, payload.len());
         let frame = self.data_frame(Protocol::Tcp, id, payload, None);
-        self.transmit_data(link, key, frame);
+        self.transmit_data(link, key, frame, len);
     }
 
     /// Build a Data frame, compressing when it pays (never for data a sample shows to be

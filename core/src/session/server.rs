@@ -130,8 +130,10 @@ struct Peer {
     role: Role,
     token: Option<String>,
     instance: Option<InstanceId>,
-    /// Its URL query announced our extensions (`ext=flow`): it is one of ours.
+    /// Its URL query announced our extensions (`ext=flow`): it is one of ours ...
     ext_flow: bool,
+    /// ... with this flow-control window (`flow_window=N`).
+    flow_window: Option<usize>,
 }
 
 /// The server machine.
@@ -367,6 +369,7 @@ impl ServerMachine {
                 token: None,
                 instance: None,
                 ext_flow: false,
+                flow_window: None,
             },
         );
         // A connection that upgrades and never authenticates would hold its socket forever.
@@ -393,6 +396,11 @@ impl ServerMachine {
                 "ext" if v.split(',').any(|f| f == EXT_FLOW) => {
                     if let Some(p) = self.peers.get_mut(&link) {
                         p.ext_flow = true;
+                    }
+                }
+                "flow_window" => {
+                    if let (Some(p), Ok(w)) = (self.peers.get_mut(&link), v.parse::<u32>()) {
+                        p.flow_window = Some(w as usize);
                     }
                 }
                 _ => {}
@@ -476,6 +484,24 @@ impl ServerMachine {
             t.links.push(link);
         }
         self.plane.timers.cancel(Timer::Auth(link));
+        // Hello goes first: a client serves the requests waiting for this link as soon as it
+        // reads AuthResponse, and their channels must know the link speaks flow control.
+        let peer = self.peers.get(&link);
+        if peer.is_some_and(|p| p.ext_flow) && self.cfg.data.channel_flow {
+            let ours = self.plane.own_window();
+            let window = peer
+                .and_then(|p| p.flow_window)
+                .map_or(ours, |w| w.min(ours));
+            let window = window.max(super::plane::MIN_WINDOW).min(u32::MAX as usize);
+            self.plane.send(
+                link,
+                &Message::Hello {
+                    features: feature::CHANNEL_FLOW,
+                    window: window as u32,
+                },
+            );
+            self.plane.set_flow_window(link, window);
+        }
         self.plane.send(
             link,
             &Message::AuthResponse {
@@ -484,15 +510,6 @@ impl ServerMachine {
             },
         );
         self.plane.set_link_ready(now, link);
-        if self.peers.get(&link).is_some_and(|p| p.ext_flow) && self.cfg.data.channel_flow {
-            self.plane.send(
-                link,
-                &Message::Hello {
-                    features: feature::CHANNEL_FLOW,
-                },
-            );
-            self.plane.set_peer_flow(link);
-        }
         info!(%link, role = ?role, "client authenticated");
         match role {
             Role::Provider => {

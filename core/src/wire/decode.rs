@@ -219,11 +219,13 @@ pub fn decode(frame: Bytes, limits: &DecodeLimits) -> Result<Message, WireError>
         }
         kind::HELLO => Message::Hello {
             features: r.u32("features")?,
+            window: r.u32("window")?,
         },
-        kind::CHANNEL_PAUSE => Message::ChannelPause {
+        kind::CHANNEL_ACK => Message::ChannelAck {
             channel: ChannelId(r.id("channel id")?),
+            bytes: r.u32("bytes")?,
         },
-        kind::CHANNEL_RESUME => Message::ChannelResume {
+        kind::CHANNEL_NO_WINDOW => Message::ChannelNoWindow {
             channel: ChannelId(r.id("channel id")?),
         },
         other => return Err(WireError::UnknownType(other)),

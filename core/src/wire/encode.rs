@@ -133,16 +133,18 @@ pub fn encode(msg: &Message, dst: &mut BytesMut) -> Result<(), WireError> {
                 reason: "direct-transport messages are not implemented",
             })
         }
-        Message::Hello { features } => {
+        Message::Hello { features, window } => {
             head(dst, kind::HELLO);
             dst.put_u32(*features);
+            dst.put_u32(*window);
         }
-        Message::ChannelPause { channel } => {
-            head(dst, kind::CHANNEL_PAUSE);
+        Message::ChannelAck { channel, bytes } => {
+            head(dst, kind::CHANNEL_ACK);
             dst.put_slice(&channel.0);
+            dst.put_u32(*bytes);
         }
-        Message::ChannelResume { channel } => {
-            head(dst, kind::CHANNEL_RESUME);
+        Message::ChannelNoWindow { channel } => {
+            head(dst, kind::CHANNEL_NO_WINDOW);
             dst.put_slice(&channel.0);
         }
     }

@@ -26,14 +26,15 @@ pub mod kind {
     /// 0x40..: our extensions, sent only to a peer that announced it understands them (see
     /// [`Message::Hello`]); the reference never receives them.
     pub const HELLO: u8 = 0x40;
-    pub const CHANNEL_PAUSE: u8 = 0x41;
-    pub const CHANNEL_RESUME: u8 = 0x42;
+    pub const CHANNEL_ACK: u8 = 0x41;
+    pub const CHANNEL_NO_WINDOW: u8 = 0x42;
 }
 
 /// Extension features a [`Message::Hello`] can announce (a bit set).
 pub mod feature {
-    /// Per-channel flow control: [`super::Message::ChannelPause`] and
-    /// [`super::Message::ChannelResume`].
+    /// Per-channel flow control: a sender has at most a window of a channel's bytes
+    /// unacknowledged; the receiver acknowledges what it has written out with
+    /// [`super::Message::ChannelAck`].
     pub const CHANNEL_FLOW: u32 = 0x1;
 }
 
@@ -169,17 +170,22 @@ pub enum Message {
         kind: u8,
     },
     /// Extension (ours): the sender understands the extension `features` (see [`feature`]).
-    /// The server sends it after a successful AuthResponse to a client whose URL query
+    /// The server sends it just before a successful AuthResponse to a client whose URL query
     /// announced the same (`ext=flow`); a reference peer neither sends nor receives it.
     Hello {
         features: u32,
+        /// With [`feature::CHANNEL_FLOW`]: the flow-control window both ends use on this link.
+        window: u32,
     },
-    /// Extension (ours): stop sending Data of `channel` (its writer on our side is full) ...
-    ChannelPause {
+    /// Extension (ours): `bytes` more of `channel`'s data were written out by the receiver,
+    /// so the sender may have that many more in flight.
+    ChannelAck {
         channel: ChannelId,
+        bytes: u32,
     },
-    /// ... and start again.
-    ChannelResume {
+    /// Extension (ours), from a relay: `channel` is not flow-controlled end to end (its other
+    /// end does not speak the extension), so its sender must not wait for acknowledgements.
+    ChannelNoWindow {
         channel: ChannelId,
     },
 }
@@ -200,8 +206,8 @@ impl Message {
             Message::Partners { .. } => "Partners",
             Message::DirectTransport { .. } => "DirectTransport",
             Message::Hello { .. } => "Hello",
-            Message::ChannelPause { .. } => "ChannelPause",
-            Message::ChannelResume { .. } => "ChannelResume",
+            Message::ChannelAck { .. } => "ChannelAck",
+            Message::ChannelNoWindow { .. } => "ChannelNoWindow",
         }
     }
 }
@@ -221,8 +227,8 @@ pub fn kind_name(kind: u8) -> &'static str {
         kind::PARTNERS => "Partners",
         kind::DIRECT_CAPABILITIES..=kind::CHANNEL_DATA_ACK => "DirectTransport",
         kind::HELLO => "Hello",
-        kind::CHANNEL_PAUSE => "ChannelPause",
-        kind::CHANNEL_RESUME => "ChannelResume",
+        kind::CHANNEL_ACK => "ChannelAck",
+        kind::CHANNEL_NO_WINDOW => "ChannelNoWindow",
         _ => "unknown",
     }
 }

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
-use linksocks_core::session::plane::Timer;
+use linksocks_core::session::plane::{self, Timer};
 use linksocks_core::session::LinkId;
 
 use super::app::Plan;
@@ -117,13 +117,18 @@ impl World {
     /// data and unwritten bytes never peak together (the former becomes the latter when the
     /// channel opens). With `P = d.max_batch + r + 64 KiB` (the largest frame payload: a batch,
     /// a read, or a UDP datagram) the bound is `d.conn_high_water + 2 P + 4 KiB` (SOCKS replies
-    /// and slack). With per-channel flow control the mark pauses only the channel, and what was
-    /// in flight still arrives, up to `d.flow_overshoot` more before the link is paused too.
+    /// and slack). With per-channel flow control the link is paused only past
+    /// `conn_high_water + 2 window + WINDOW_OVERSHOOT` (a correct sender stays within its window
+    /// plus one frame; the rest guards against one that does not).
     pub fn channel_bound(&self, n: NodeIdx) -> usize {
         let d = &self.nodes[n].data;
         let p = d.max_batch + self.net.max_read + (64 << 10);
-        let overshoot = if d.channel_flow { d.flow_overshoot } else { 0 };
-        d.conn_high_water + overshoot + 2 * p + 4096
+        let guard = if d.channel_flow {
+            2 * d.channel_window.max(plane::MIN_WINDOW) + plane::WINDOW_OVERSHOOT
+        } else {
+            0
+        };
+        d.conn_high_water + guard + 2 * p + 4096
     }
 
     /// The bound on everything a machine buffers: per link its high water mark (or the UDP

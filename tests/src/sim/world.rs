@@ -138,6 +138,9 @@ pub fn random_data_config(rng: &mut Rng) -> DataConfig {
     d.link_high_water = rng.log_between(32 << 10, 4 << 20) as usize;
     d.link_low_water = d.link_high_water / rng.between(2, 8) as usize;
     d.compression_sampling = rng.chance(0.7);
+    // Peers with and without the flow-control extension, and windows from the smallest up.
+    d.channel_flow = rng.chance(0.8);
+    d.channel_window = rng.log_between(64 << 10, 8 << 20) as usize;
     d
 }
 
@@ -1814,7 +1817,7 @@ impl World {
 
 /// Order keys of a batch of outputs: (kind of handle, handle, segment, channel). Frames on one
 /// link are keyed by the channel they belong to (control messages by 0) within a segment;
-/// any other output naming the link (Ping, CloseLink, Pause/Resume) ends a segment, so nothing
+/// any other output naming the link (Ping, CloseLink, PauseLink/ResumeLink) ends a segment, so nothing
 /// moves across it. Frames of different channels are independent; frames of one channel keep
 /// their order (the sort is stable).
 fn output_keys(batch: &[Output]) -> Vec<(u8, u64, u64, u64)> {
@@ -1857,7 +1860,8 @@ fn output_keys(batch: &[Output]) -> Vec<(u8, u64, u64, u64)> {
 fn frame_channel(f: &[u8]) -> u64 {
     let at = match f.get(1) {
         Some(0x03..=0x05) => 3,
-        Some(0x06..=0x08) => 2,
+        // Disconnect, Connector(Response), and our ChannelAck / ChannelNoWindow.
+        Some(0x06..=0x08 | 0x41 | 0x42) => 2,
         _ => return 0,
     };
     f.get(at..at + 8)
