@@ -102,13 +102,15 @@ pub struct DataConfig {
     /// its own channel, never the whole link. Reference peers never see the extension; with
     /// them a slow writer pauses the link.
     pub channel_flow: bool,
-    /// The window: also what a flow-controlled channel may hold unwritten on the receiving
-    /// side (past `channel_window + conn_high_water` the link is paused as well, so memory stays
-    /// bounded even against a peer that ignores the window). It caps one channel's throughput
-    /// at `channel_window / round trip`: 8 MiB is 160 MB/s at a 50 ms round trip.
+    /// The window we offer (the two ends use the smaller, and at least 64 KiB): about what a
+    /// flow-controlled channel may hold unwritten on the receiving side. Past
+    /// `conn_high_water + 2 windows + 1 MiB` the link is paused as well, so memory stays bounded
+    /// even against a peer that ignores the window. It caps one channel's throughput at
+    /// `window / round trip`: 8 MiB is 160 MB/s at a 50 ms round trip.
     pub channel_window: usize,
     /// Most bytes of one channel's Data queued on its link, unwritten: past it the channel's
-    /// local socket waits (fairness among channels, and little in flight to overshoot a pause).
+    /// local socket waits (fairness among channels: one bulk transfer cannot fill the queue
+    /// ahead of the others' requests).
     pub channel_link_share: usize,
 }
 
