@@ -296,8 +296,15 @@ fn server_prints_configuration_and_stops_on_sigterm() {
             "  Connector Token: conn456",
         ]
     );
-    // Give the server a moment to be running, not still starting, when the signal lands.
-    std::thread::sleep(Duration::from_millis(300));
+    // The signal must land on a running server, not one still starting: wait for its
+    // "listening" line (stderr ends there if it died instead).
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut stderr = String::new();
+    while !stderr.contains("listening on") {
+        if err.read_line(&mut stderr).unwrap() == 0 {
+            break;
+        }
+    }
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -314,8 +321,7 @@ fn server_prints_configuration_and_stops_on_sigterm() {
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    std::io::Read::read_to_string(&mut err, &mut stderr).unwrap();
     assert_eq!(status.code(), Some(0), "stderr: {stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert!(
