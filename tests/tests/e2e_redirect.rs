@@ -3,7 +3,7 @@
 //! service would; our forward client, pointed at it, must end up at our server with its token
 //! and carry SOCKS5 traffic, and must give up with a clear error on a loop.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{Shutdown, SocketAddr};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -12,7 +12,7 @@ use linksocks_runtime::RunError;
 use linksocks_tests::e2e::modes::assert_echo;
 use linksocks_tests::e2e::proxy::{forward, ws_url, EVENT_TIMEOUT};
 use linksocks_tests::e2e::socks5::Socks5;
-use linksocks_tests::e2e::target::TcpServer;
+use linksocks_tests::e2e::target::{read_request_head, TcpServer};
 use linksocks_tests::e2e::{client_options, server_options, Proxy, Rt};
 
 /// An HTTP server on 127.0.0.1 answering every request with the redirect `route` makes of its
@@ -34,15 +34,9 @@ impl Redirector {
         let me2 = me.clone();
         let server = TcpServer::start("127.0.0.1:0", move |mut s| {
             let _ = s.set_read_timeout(Some(EVENT_TIMEOUT));
-            let mut head = Vec::new();
-            let mut b = [0u8; 1024];
-            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                match s.read(&mut b) {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => head.extend_from_slice(&b[..n]),
-                }
-            }
-            let head = String::from_utf8_lossy(&head);
+            let Some(head) = read_request_head(&mut s) else {
+                return;
+            };
             // "GET <target> HTTP/1.1"
             let Some(target) = head.split(' ').nth(1) else {
                 return;

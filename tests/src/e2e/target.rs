@@ -64,6 +64,19 @@ pub fn pattern_hash(seed: u64, len: u64) -> String {
     send_pattern(&mut io::sink(), seed, len).expect("sink")
 }
 
+/// Reads an HTTP request head (through its blank line); `None` if the peer stops first.
+pub fn read_request_head(s: &mut impl Read) -> Option<String> {
+    let mut head = Vec::new();
+    let mut b = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match s.read(&mut b) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => head.extend_from_slice(&b[..n]),
+        }
+    }
+    Some(String::from_utf8_lossy(&head).into_owned())
+}
+
 /// A TCP server on loopback: an accept thread handing each connection to `serve` on a
 /// thread of its own.
 pub struct TcpServer {
@@ -137,13 +150,8 @@ impl TcpServer {
     pub fn http(bind: &str, body: Vec<u8>) -> io::Result<TcpServer> {
         let body = Arc::new(body);
         Self::start(bind, move |mut s| {
-            let mut head = Vec::new();
-            let mut b = [0u8; 1024];
-            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                match s.read(&mut b) {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => head.extend_from_slice(&b[..n]),
-                }
+            if read_request_head(&mut s).is_none() {
+                return;
             }
             let h = format!(
                 "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n\
@@ -155,7 +163,7 @@ impl TcpServer {
             }
             let _ = s.shutdown(Shutdown::Write);
             // Let the client read to the end before the socket goes.
-            let _ = s.read(&mut b);
+            let _ = s.read(&mut [0u8; 1024]);
         })
     }
 }
