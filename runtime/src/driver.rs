@@ -261,14 +261,6 @@ impl<R: Runtime, P: Role<R>> Driver<R, P> {
         })
     }
 
-    /// Varies the WebSocket mask keys between runs (they need not be secret).
-    fn origin_seed(&self) -> u64 {
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        t.as_nanos() as u64 ^ (self as *const Self as u64)
-    }
-
     pub fn now(&self) -> Instant {
         Instant::from_duration(self.origin.elapsed())
     }
@@ -573,7 +565,12 @@ impl<R: Runtime, P: Role<R>> Driver<R, P> {
         );
         self.live_links.fetch_add(1, Ordering::SeqCst);
         let (read_half, write_half) = crate::ws::split(stream);
-        let sender = crate::ws::FrameWriter::new(write_half, side, link.0 ^ self.origin_seed());
+        let sender = crate::ws::FrameWriter::new(
+            write_half,
+            side,
+            // Mask keys need not be secret, only vary; the OS generator, as for ids.
+            uuid::Uuid::new_v4().as_u64_pair().0,
+        );
         let receiver =
             crate::ws::FrameReader::new(read_half, side, self.max_message_size, leftover);
         // The link's tasks log in the span of whoever attached it (the server's names the peer).

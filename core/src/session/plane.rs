@@ -2197,10 +2197,6 @@ impl Plane {
             self.out.push_back(Output::CloseLink { link });
         }
     }
-
-    pub fn resume_reads_for(&mut self, conn: ConnId) {
-        self.resume_conn_read(conn);
-    }
 }
 
 /// Whether a Disconnect text reports a failure (as opposed to the reference's "EOF").
