@@ -98,6 +98,12 @@ impl Signal {
 
 pub enum LinkCmd {
     Frame(Bytes),
+    /// The unwritten rest of a frame whose start was written on the spot (see [`LinkHandle`]),
+    /// already framed; `sent` is the machine frame's length, reported once it is out.
+    Rest {
+        bytes: Vec<Bytes>,
+        sent: usize,
+    },
     Ping,
     /// The answer to the peer's ping.
     Pong(Bytes),
@@ -113,11 +119,82 @@ enum UdpCmd {
     Send(TargetAddr, Bytes),
 }
 
+/// A link's writer task and, on a plain TCP link, writes made on the spot.
+///
+/// As for local sockets (see [`TryWrite`]), a small frame is written from `dispatch` while the
+/// writer task has nothing queued: handing each to the task costs a wake-up, and on a round
+/// trip through the tunnel that is one per side. Every write to the link, on the spot or by
+/// the task, is decided under the machine's lock and the task counts down `queued` under it
+/// too, so frames never interleave. Large frames always go to the task, which then writes
+/// while the reader of the local socket goes on reading: two cores at work on a bulk stream.
 pub struct LinkHandle {
-    pub tx: async_channel::Sender<LinkCmd>,
-    pub gate: Arc<Gate>,
+    tx: async_channel::Sender<LinkCmd>,
+    gate: Arc<Gate>,
     /// Fired when the link is done for: its reader stops waiting for the peer.
-    pub closed: Arc<Signal>,
+    closed: Arc<Signal>,
+    /// Commands handed to the writer task and not yet written out.
+    queued: Arc<AtomicUsize>,
+    direct: Option<DirectLink>,
+}
+
+/// Writing frames on the spot: the socket's non-blocking vectored write, and a framer of its
+/// own (the writer task masks with another generator; mask keys need only vary).
+struct DirectLink {
+    write: TryWriteVectored,
+    framer: crate::ws::Framer,
+}
+
+type TryWriteVectored =
+    Box<dyn Fn(&[std::io::IoSlice<'_>]) -> std::io::Result<usize> + Send + Sync>;
+
+/// Largest frame written on the spot.
+const DIRECT_FRAME_MAX: usize = 16 << 10;
+
+impl LinkHandle {
+    /// Write `cmd` now if it can go out whole at once, else hand it (or its rest) to the writer
+    /// task. A frame written whole is added to `sent`, for the caller to report.
+    fn send(&mut self, link: LinkId, mut cmd: LinkCmd, sent: &mut Vec<(LinkId, usize)>) {
+        if let (0, Some(d)) = (self.queued.load(Ordering::SeqCst), self.direct.as_mut()) {
+            use crate::ws::Outgoing;
+            let now = match cmd {
+                LinkCmd::Frame(f) if f.len() <= DIRECT_FRAME_MAX => {
+                    let n = f.len();
+                    Ok((Outgoing::Binary(f), n))
+                }
+                LinkCmd::Ping => Ok((Outgoing::Ping, 0)),
+                LinkCmd::Pong(p) => Ok((Outgoing::Pong(p), 0)),
+                other => Err(other),
+            };
+            match now {
+                Err(other) => cmd = other,
+                Ok((msg, len)) => {
+                    let (mut header, mut payload) = d.framer.encode(msg);
+                    let iov = [
+                        std::io::IoSlice::new(&header),
+                        std::io::IoSlice::new(&payload),
+                    ];
+                    // An error is left for the writer task to meet and report.
+                    let mut n = (d.write)(&iov).unwrap_or(0);
+                    if n == header.len() + payload.len() {
+                        if len > 0 {
+                            sent.push((link, len));
+                        }
+                        return;
+                    }
+                    let h = n.min(header.len());
+                    header.advance(h);
+                    n -= h;
+                    payload.advance(n);
+                    cmd = LinkCmd::Rest {
+                        bytes: vec![header, payload],
+                        sent: len,
+                    };
+                }
+            }
+        }
+        self.queued.fetch_add(1, Ordering::SeqCst);
+        let _ = self.tx.try_send(cmd);
+    }
 }
 
 struct ConnHandle {
@@ -153,6 +230,13 @@ struct UdpHandle {
 struct ListenerHandle {
     closed: Arc<Event>,
     alive: Arc<AtomicBool>,
+}
+
+/// Writes made from `dispatch`, to be reported to the machine as the writer tasks' are.
+#[derive(Default)]
+struct WrittenOnTheSpot {
+    conns: Vec<(ConnId, usize)>,
+    links: Vec<(LinkId, usize)>,
 }
 
 /// What the driver needs to know of a role beyond the common machine inputs.
@@ -291,17 +375,20 @@ impl<R: Runtime, P: Role<R>> Driver<R, P> {
 
     /// Carry out the machine's outputs. Called with the lock held; nothing here blocks.
     pub fn dispatch(self: &Arc<Self>, st: &mut State<P::M>) {
-        let mut written: Vec<(ConnId, usize)> = Vec::new();
+        let mut done = WrittenOnTheSpot::default();
         loop {
-            self.dispatch_outputs(st, &mut written);
-            if written.is_empty() {
+            self.dispatch_outputs(st, &mut done);
+            if done.conns.is_empty() && done.links.is_empty() {
                 break;
             }
-            // Writes made on the spot are reported like the writer task's, which may free
+            // Writes made on the spot are reported like the writer tasks', which may free
             // room and so bring more outputs.
             let now = self.now();
-            for (conn, n) in written.drain(..) {
+            for (conn, n) in done.conns.drain(..) {
                 st.machine.handle_conn_written(now, conn, n);
+            }
+            for (link, n) in done.links.drain(..) {
+                st.machine.handle_link_sent(now, link, n);
             }
         }
         if let Some(next) = st.machine.poll_timeout() {
@@ -312,27 +399,23 @@ impl<R: Runtime, P: Role<R>> Driver<R, P> {
         }
     }
 
-    fn dispatch_outputs(
-        self: &Arc<Self>,
-        st: &mut State<P::M>,
-        written: &mut Vec<(ConnId, usize)>,
-    ) {
+    fn dispatch_outputs(self: &Arc<Self>, st: &mut State<P::M>, done: &mut WrittenOnTheSpot) {
         while let Some(o) = st.machine.poll_output() {
             match o {
                 Output::OpenLink { link, url } => P::open_link(self, link, url),
                 Output::Transmit { link, frame } => {
-                    if let Some(h) = st.links.get(&link) {
-                        let _ = h.tx.try_send(LinkCmd::Frame(frame));
+                    if let Some(h) = st.links.get_mut(&link) {
+                        h.send(link, LinkCmd::Frame(frame), &mut done.links);
                     }
                 }
                 Output::Ping { link } => {
-                    if let Some(h) = st.links.get(&link) {
-                        let _ = h.tx.try_send(LinkCmd::Ping);
+                    if let Some(h) = st.links.get_mut(&link) {
+                        h.send(link, LinkCmd::Ping, &mut done.links);
                     }
                 }
                 Output::CloseLink { link } => {
-                    if let Some(h) = st.links.get(&link) {
-                        let _ = h.tx.try_send(LinkCmd::Close);
+                    if let Some(h) = st.links.get_mut(&link) {
+                        h.send(link, LinkCmd::Close, &mut done.links);
                         h.gate.resume();
                     }
                 }
@@ -368,7 +451,7 @@ impl<R: Runtime, P: Role<R>> Driver<R, P> {
                         if let (true, Some(w)) = (idle, &h.try_write) {
                             // An error is left for the writer task to meet and report.
                             if let Ok(n) = w(&data) {
-                                written.push((conn, n));
+                                done.conns.push((conn, n));
                                 data.advance(n);
                             }
                         }
@@ -541,26 +624,37 @@ impl<R: Runtime, P: Role<R>> Driver<R, P> {
 
     /// Register a link's socket, its WebSocket handshake done (`leftover`: bytes read past
     /// it), and start its reader and writer.
-    pub fn attach_link<S>(
+    pub fn attach_link(
         self: &Arc<Self>,
         st: &mut State<P::M>,
         link: LinkId,
-        stream: S,
+        stream: crate::tls::MaybeTls<R::Tcp>,
         side: crate::ws::Side,
         leftover: Bytes,
-    ) where
-        S: futures_io::AsyncRead + futures_io::AsyncWrite + Unpin + Send + 'static,
-    {
+    ) {
         let (tx, rx) = async_channel::unbounded();
-        let pong_tx = tx.clone();
         let gate = Arc::new(Gate::default());
         let closed = Arc::new(Signal::default());
+        let queued = Arc::new(AtomicUsize::new(0));
+        // Through TLS a write is a record to seal, which only the stream's owner can do.
+        let direct = match &stream {
+            crate::tls::MaybeTls::Plain(tcp) => {
+                let s = R::tcp_clone(tcp);
+                Some(DirectLink {
+                    write: Box::new(move |bufs| R::tcp_try_write_vectored(&s, bufs)),
+                    framer: crate::ws::Framer::new(side, uuid::Uuid::new_v4().as_u64_pair().1),
+                })
+            }
+            _ => None,
+        };
         st.links.insert(
             link,
             LinkHandle {
                 tx,
                 gate: gate.clone(),
                 closed: closed.clone(),
+                queued: queued.clone(),
+                direct,
             },
         );
         self.live_links.fetch_add(1, Ordering::SeqCst);
@@ -578,7 +672,7 @@ impl<R: Runtime, P: Role<R>> Driver<R, P> {
         let me = self.clone();
         let c = closed.clone();
         let writer = async move {
-            crate::link::write_loop(&me, link, sender, rx, c).await;
+            crate::link::write_loop(&me, link, sender, rx, queued, c).await;
             if me.live_links.fetch_sub(1, Ordering::SeqCst) == 1 {
                 me.links_done.notify(usize::MAX);
             }
@@ -587,9 +681,22 @@ impl<R: Runtime, P: Role<R>> Driver<R, P> {
             .spawn(tracing::Instrument::instrument(writer, span.clone()));
         let me = self.clone();
         let reader = async move {
-            crate::link::read_loop(&me, link, receiver, pong_tx, gate, closed).await;
+            crate::link::read_loop(&me, link, receiver, gate, closed).await;
         };
         self.rt.spawn(tracing::Instrument::instrument(reader, span));
+    }
+
+    /// The peer pinged: answer, in turn with the frames `dispatch` writes (see [`LinkHandle`]).
+    pub fn answer_ping(self: &Arc<Self>, link: LinkId, data: Bytes) {
+        let mut st = self.lock();
+        let mut done = Vec::new();
+        if let Some(h) = st.links.get_mut(&link) {
+            h.send(link, LinkCmd::Pong(data), &mut done);
+        }
+        // A ping from the peer proves it alive as a pong to ours does.
+        let now = self.now();
+        st.machine.handle_link_pong(now, link);
+        self.dispatch(&mut st);
     }
 
     /// A link ended (read error, close, write error): tell the machine once.
@@ -1029,4 +1136,121 @@ fn fit_family<R: Runtime>(sock: &R::Udp, to: SocketAddr) -> SocketAddr {
 
 fn set_nodelay<R: Runtime>(s: &R::Tcp) -> std::io::Result<()> {
     R::tcp_set_nodelay(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ws::{Framer, Side};
+
+    /// A plain link whose socket takes what `take` allows per write; what it took lands in
+    /// the returned buffer.
+    fn link(
+        take: Vec<std::io::Result<usize>>,
+    ) -> (
+        LinkHandle,
+        async_channel::Receiver<LinkCmd>,
+        Arc<Mutex<Vec<u8>>>,
+    ) {
+        let (tx, rx) = async_channel::unbounded();
+        let wire = Arc::new(Mutex::new(Vec::new()));
+        let take = Mutex::new(take.into_iter());
+        let w = wire.clone();
+        let write: TryWriteVectored = Box::new(move |bufs| {
+            let all: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
+            let n = take.lock().unwrap().next().expect("an unplanned write")?;
+            let n = n.min(all.len());
+            w.lock().unwrap().extend_from_slice(&all[..n]);
+            Ok(n)
+        });
+        let h = LinkHandle {
+            tx,
+            gate: Arc::new(Gate::default()),
+            closed: Arc::new(Signal::default()),
+            queued: Arc::new(AtomicUsize::new(0)),
+            direct: Some(DirectLink {
+                write,
+                framer: Framer::new(Side::Server, 1),
+            }),
+        };
+        (h, rx, wire)
+    }
+
+    /// What the server side puts on the wire for a binary message (it does not mask).
+    fn framed(payload: &[u8]) -> Vec<u8> {
+        let mut f = Framer::new(Side::Server, 1);
+        let (h, p) = f.encode(crate::ws::Outgoing::Binary(Bytes::copy_from_slice(payload)));
+        [&h[..], &p[..]].concat()
+    }
+
+    fn rest_bytes(cmd: LinkCmd) -> (Vec<u8>, usize) {
+        match cmd {
+            LinkCmd::Rest { bytes, sent } => (bytes.concat(), sent),
+            _ => panic!("expected the rest of a frame"),
+        }
+    }
+
+    const L: LinkId = LinkId(7);
+
+    #[test]
+    fn a_small_frame_that_fits_is_written_and_reported_at_once() {
+        let (mut h, rx, wire) = link(vec![Ok(usize::MAX)]);
+        let mut sent = Vec::new();
+        h.send(L, LinkCmd::Frame(Bytes::from(vec![5u8; 300])), &mut sent);
+        assert_eq!(sent, vec![(L, 300)]);
+        assert_eq!(*wire.lock().unwrap(), framed(&[5u8; 300]));
+        assert!(rx.try_recv().is_err(), "nothing for the writer task");
+        assert_eq!(h.queued.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn a_partial_write_hands_the_exact_rest_to_the_task_and_later_frames_queue_behind_it() {
+        // Splits inside the header and inside the payload.
+        for took in [1usize, 2, 3, 4, 150, 303] {
+            let (mut h, rx, wire) = link(vec![Ok(took)]);
+            let mut sent = Vec::new();
+            let payload: Vec<u8> = (0..300u32).map(|i| (i * 7 + 3) as u8).collect();
+            h.send(L, LinkCmd::Frame(Bytes::from(payload.clone())), &mut sent);
+            assert!(sent.is_empty(), "not reported before it is whole");
+            let (rest, n) = rest_bytes(rx.try_recv().expect("the rest"));
+            assert_eq!(n, 300, "reported by the task once written");
+            let mut whole = wire.lock().unwrap().clone();
+            whole.extend_from_slice(&rest);
+            assert_eq!(whole, framed(&payload), "split after {took} bytes");
+            // The task has not caught up: nothing more is written on the spot, not even a pong.
+            h.send(L, LinkCmd::Frame(Bytes::from_static(b"next")), &mut sent);
+            h.send(L, LinkCmd::Pong(Bytes::new()), &mut sent);
+            assert!(matches!(rx.try_recv(), Ok(LinkCmd::Frame(f)) if &f[..] == b"next"));
+            assert!(matches!(rx.try_recv(), Ok(LinkCmd::Pong(_))));
+            assert_eq!(h.queued.load(Ordering::SeqCst), 3);
+            assert!(sent.is_empty());
+        }
+    }
+
+    #[test]
+    fn a_full_or_failing_socket_hands_the_whole_frame_to_the_task() {
+        let would_block = || Err(std::io::ErrorKind::WouldBlock.into());
+        let broken = || Err(std::io::ErrorKind::BrokenPipe.into());
+        for result in [would_block(), broken(), Ok(0)] {
+            let (mut h, rx, wire) = link(vec![result]);
+            let mut sent = Vec::new();
+            h.send(L, LinkCmd::Frame(Bytes::from_static(b"hello")), &mut sent);
+            let (rest, n) = rest_bytes(rx.try_recv().unwrap());
+            assert_eq!((rest, n), (framed(b"hello"), 5));
+            assert!(wire.lock().unwrap().is_empty());
+        }
+    }
+
+    #[test]
+    fn large_frames_and_close_always_go_to_the_task() {
+        let (mut h, rx, wire) = link(vec![]);
+        let mut sent = Vec::new();
+        let big = Bytes::from(vec![1u8; DIRECT_FRAME_MAX + 1]);
+        h.send(L, LinkCmd::Frame(big), &mut sent);
+        assert!(matches!(rx.try_recv(), Ok(LinkCmd::Frame(f)) if f.len() == DIRECT_FRAME_MAX + 1));
+        let (mut h, rx, _) = link(vec![]);
+        h.send(L, LinkCmd::Close, &mut sent);
+        assert!(matches!(rx.try_recv(), Ok(LinkCmd::Close)));
+        assert!(sent.is_empty() && wire.lock().unwrap().is_empty());
+    }
 }

@@ -1,7 +1,7 @@
 //! Socket options and non-blocking calls made on a socket's descriptor, for the runtimes'
 //! socket types (both smol's and async-std's expose the descriptor, not always `AsFd`).
 
-use std::io;
+use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::time::Duration;
@@ -22,6 +22,11 @@ pub fn set_linger_zero(s: &impl AsRawFd) {
 /// `send` on a non-blocking socket: what it takes now, or `WouldBlock`.
 pub fn try_send(s: &impl AsRawFd, buf: &[u8]) -> io::Result<usize> {
     with(s, |r| r.send(buf))
+}
+
+/// `sendmsg` of several buffers on a non-blocking socket: what it takes now, or `WouldBlock`.
+pub fn try_send_vectored(s: &impl AsRawFd, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+    with(s, |r| r.send_vectored(bufs))
 }
 
 /// `sendto` on a non-blocking socket.

@@ -52,6 +52,8 @@ pub trait Runtime: Clone + Send + Sync + 'static {
     fn tcp_set_nodelay(s: &Self::Tcp) -> io::Result<()>;
     /// Write what the socket takes now, without waiting (`WouldBlock` when it takes nothing).
     fn tcp_try_write(s: &Self::Tcp, buf: &[u8]) -> io::Result<usize>;
+    /// The same for several buffers in one call.
+    fn tcp_try_write_vectored(s: &Self::Tcp, bufs: &[io::IoSlice<'_>]) -> io::Result<usize>;
 
     fn udp_bind(&self, addr: SocketAddr) -> BoxFuture<'static, io::Result<Self::Udp>>;
     fn udp_local_addr(u: &Self::Udp) -> io::Result<SocketAddr>;
@@ -137,6 +139,13 @@ macro_rules! std_shaped_sockets {
 
         fn tcp_try_write(s: &Self::Tcp, buf: &[u8]) -> ::std::io::Result<usize> {
             $crate::fd::try_send(s, buf)
+        }
+
+        fn tcp_try_write_vectored(
+            s: &Self::Tcp,
+            bufs: &[::std::io::IoSlice<'_>],
+        ) -> ::std::io::Result<usize> {
+            $crate::fd::try_send_vectored(s, bufs)
         }
 
         fn udp_try_send_to(

@@ -1,8 +1,9 @@
-//! A WebSocket link's two tasks: the writer sends what the machine queued and reports it
-//! written (the machine's backpressure counts on that report); the reader hands each binary
+//! A WebSocket link's two tasks: the writer sends what `dispatch` could not write on the spot
+//! and reports it written (the machine's backpressure counts on that report); the reader hands each binary
 //! message to the machine and stops while the machine has the link paused. Both stop when the
 //! link is done for (`closed`), so a peer that stops answering cannot pin the socket.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant as StdInstant};
 
@@ -32,6 +33,7 @@ pub async fn write_loop<R, P, W>(
     link: LinkId,
     mut writer: FrameWriter<W>,
     rx: async_channel::Receiver<LinkCmd>,
+    queued: Arc<AtomicUsize>,
     closed: Arc<Signal>,
 ) where
     R: Runtime,
@@ -45,13 +47,21 @@ pub async fn write_loop<R, P, W>(
         // Everything already queued goes out in one batch of vectored writes: fewer syscalls
         // under load, no added delay when idle.
         let mut sent = 0usize;
+        let mut taken = 0usize;
         let mut cmd = Some(first);
         let mut close = false;
         while let Some(c) = cmd.take() {
+            taken += 1;
             match c {
                 LinkCmd::Frame(frame) => {
                     sent += frame.len();
                     writer.queue(Outgoing::Binary(frame));
+                }
+                LinkCmd::Rest { bytes, sent: n } => {
+                    sent += n;
+                    for b in bytes {
+                        writer.queue_raw(b);
+                    }
                 }
                 LinkCmd::Ping => writer.queue(Outgoing::Ping),
                 LinkCmd::Pong(data) => writer.queue(Outgoing::Pong(data)),
@@ -76,9 +86,14 @@ pub async fn write_loop<R, P, W>(
                 Some(Ok(())) => {}
             }
         }
-        if sent > 0 {
-            d.with(|m, now| m.handle_link_sent(now, link, sent));
-        }
+        // Counted down under the lock, so that `dispatch` cannot write on the spot between
+        // these writes and their report.
+        d.with(|m, now| {
+            queued.fetch_sub(taken, Ordering::SeqCst);
+            if sent > 0 {
+                m.handle_link_sent(now, link, sent);
+            }
+        });
         if close {
             // A peer that does not read gets a bounded chance at the Close frame.
             let grace = d.rt.sleep_until(StdInstant::now() + CLOSE_GRACE);
@@ -101,7 +116,6 @@ pub async fn read_loop<R, P, Rd>(
     d: &Arc<Driver<R, P>>,
     link: LinkId,
     mut reader: FrameReader<Rd>,
-    tx: async_channel::Sender<LinkCmd>,
     gate: Arc<Gate>,
     closed: Arc<Signal>,
 ) where
@@ -116,11 +130,7 @@ pub async fn read_loop<R, P, Rd>(
         };
         match next {
             Ok(Incoming::Binary(b)) => d.with(|m, now| m.handle_link_message(now, link, b)),
-            // A ping from the peer proves it alive as a pong to ours does.
-            Ok(Incoming::Ping(data)) => {
-                let _ = tx.try_send(LinkCmd::Pong(data));
-                d.with(|m, now| m.handle_link_pong(now, link));
-            }
+            Ok(Incoming::Ping(data)) => d.answer_ping(link, data),
             Ok(Incoming::Pong) => d.with(|m, now| m.handle_link_pong(now, link)),
             Ok(Incoming::Text) => {
                 // Every LinkSocks message is binary: a text message means a peer that does not

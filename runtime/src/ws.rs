@@ -265,25 +265,23 @@ pub enum Outgoing {
     Close,
 }
 
-/// Writes frames to one direction of a WebSocket connection, batched into vectored writes.
-pub struct FrameWriter<W> {
-    io: W,
+/// Turns messages into frames: a header, and the payload masked in place when we are the
+/// client and hold the only reference to it (the machine's frame normally is ours alone by
+/// now). Used by the writer task and by the driver's writes made on the spot.
+pub struct Framer {
     side: Side,
     /// Mask keys need not be secret here (they defeat cache poisoning by intermediaries that
     /// misparse WebSocket as HTTP): a cheap generator seeded per link will do.
     mask_state: u64,
     headers: BytesMut,
-    segments: VecDeque<Bytes>,
 }
 
-impl<W: AsyncWrite + Unpin> FrameWriter<W> {
-    pub fn new(io: W, side: Side, seed: u64) -> Self {
-        FrameWriter {
-            io,
+impl Framer {
+    pub fn new(side: Side, seed: u64) -> Self {
+        Framer {
             side,
             mask_state: seed | 1,
             headers: BytesMut::new(),
-            segments: VecDeque::new(),
         }
     }
 
@@ -297,8 +295,8 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
         ((x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 32) as u32).to_ne_bytes()
     }
 
-    /// Queue one frame; nothing is written until [`FrameWriter::flush`].
-    pub fn queue(&mut self, msg: Outgoing) {
+    /// One frame: its header and its payload (empty for an empty frame).
+    pub fn encode(&mut self, msg: Outgoing) -> (Bytes, Bytes) {
         let (opcode, payload) = match msg {
             Outgoing::Binary(b) => (OP_BINARY, b),
             Outgoing::Ping => (OP_PING, Bytes::new()),
@@ -309,10 +307,9 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
         let mask = (self.side == Side::Client).then(|| self.next_mask());
         self.headers.reserve(MAX_HEADER);
         write_header(&mut self.headers, opcode, payload.len(), mask);
-        self.segments.push_back(self.headers.split().freeze());
+        let header = self.headers.split().freeze();
         let payload = match mask {
             Some(m) if !payload.is_empty() => {
-                // The machine's frame is normally ours alone by now: mask it where it lies.
                 let mut owned = payload
                     .try_into_mut()
                     .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
@@ -321,8 +318,37 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
             }
             _ => payload,
         };
-        if !payload.is_empty() {
-            self.segments.push_back(payload);
+        (header, payload)
+    }
+}
+
+/// Writes frames to one direction of a WebSocket connection, batched into vectored writes.
+pub struct FrameWriter<W> {
+    io: W,
+    framer: Framer,
+    segments: VecDeque<Bytes>,
+}
+
+impl<W: AsyncWrite + Unpin> FrameWriter<W> {
+    pub fn new(io: W, side: Side, seed: u64) -> Self {
+        FrameWriter {
+            io,
+            framer: Framer::new(side, seed),
+            segments: VecDeque::new(),
+        }
+    }
+
+    /// Queue one frame; nothing is written until [`FrameWriter::flush`].
+    pub fn queue(&mut self, msg: Outgoing) {
+        let (header, payload) = self.framer.encode(msg);
+        self.queue_raw(header);
+        self.queue_raw(payload);
+    }
+
+    /// Queue bytes already framed (the rest of a frame begun elsewhere).
+    pub fn queue_raw(&mut self, bytes: Bytes) {
+        if !bytes.is_empty() {
+            self.segments.push_back(bytes);
         }
     }
 
