@@ -1059,12 +1059,14 @@ impl<R: Runtime, P: Role<R>> Driver<R, P> {
                 }
             };
             let local = R::udp_local_addr(&sock).map_err(|e| e.to_string());
+            // Asked once: a `getsockname` per datagram was a syscall on every hop.
+            let v6 = matches!(local, Ok(SocketAddr::V6(_)));
             {
                 let mut st = me.lock();
                 if let Some(h) = st.udps.get_mut(&udp) {
                     let s = sock.clone();
                     h.try_send = Some(Box::new(move |buf, to| {
-                        R::udp_try_send_to(&s, buf, fit_family::<R>(&s, to))
+                        R::udp_try_send_to(&s, buf, fit_family(v6, to))
                     }));
                 }
                 let now = me.now();
@@ -1087,7 +1089,7 @@ impl<R: Runtime, P: Role<R>> Driver<R, P> {
                                 }
                             },
                         };
-                        let to = fit_family::<R>(&sock, to);
+                        let to = fit_family(v6, to);
                         let _ = R::udp_send_to(&sock, &data, to).await;
                         queued.fetch_sub(1, Ordering::SeqCst);
                     }
@@ -1124,10 +1126,10 @@ impl<R: Runtime, P: Role<R>> Driver<R, P> {
     }
 }
 
-/// A v6 socket sends to v4 destinations through their v4-mapped form.
-fn fit_family<R: Runtime>(sock: &R::Udp, to: SocketAddr) -> SocketAddr {
-    match (R::udp_local_addr(sock), to) {
-        (Ok(SocketAddr::V6(_)), SocketAddr::V4(v4)) => {
+/// A v6 socket (`v6`) sends to v4 destinations through their v4-mapped form.
+fn fit_family(v6: bool, to: SocketAddr) -> SocketAddr {
+    match to {
+        SocketAddr::V4(v4) if v6 => {
             SocketAddr::new(IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port())
         }
         _ => to,

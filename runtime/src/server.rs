@@ -10,7 +10,7 @@ use linksocks_core::session::{LinkId, ListenerState, ServerMachine};
 use linksocks_core::time::Instant;
 use tracing::{debug, info, warn};
 
-use crate::driver::{Driver, Role};
+use crate::driver::{Driver, Role, Signal};
 use crate::http;
 use crate::tls::MaybeTls;
 use crate::ws::Side;
@@ -128,13 +128,39 @@ pub async fn run_server<R: Runtime>(
         let stop = stop.clone();
         rt.spawn(async move { d.run_timers(stop).await });
     }
+    // The accept loop is a task of its own: the future handed to `block_on` is polled again
+    // on every wake-up of the thread, and an accept retried each time is a wasted syscall
+    // (or several) per event of every connection.
+    let accepted_all = Arc::new(Signal::default());
+    {
+        let (rt2, d, done) = (rt.clone(), driver.clone(), accepted_all.clone());
+        rt.spawn(async move {
+            accept_loop(rt2, &listener, d, api, acceptor, stop).await;
+            drop(listener);
+            done.fire();
+        });
+    }
+    accepted_all.wait().await;
+    info!("shutting down");
+    driver.shutdown(Duration::from_secs(3)).await;
+    Ok(())
+}
+
+/// Accept HTTP/WebSocket connections until `stop`, each served by a task of its own.
+async fn accept_loop<R: Runtime>(
+    rt: R,
+    listener: &R::Listener,
+    driver: Arc<Driver<R, ServerRole>>,
+    api: Option<Arc<Api>>,
+    acceptor: Option<futures_rustls::TlsAcceptor>,
+    stop: Stop,
+) {
     loop {
-        let accepted =
-            futures_lite::future::or(async { Some(R::accept(&listener).await) }, async {
-                stop.wait().await;
-                None
-            })
-            .await;
+        let accepted = futures_lite::future::or(async { Some(R::accept(listener).await) }, async {
+            stop.wait().await;
+            None
+        })
+        .await;
         match accepted {
             None => break,
             Some(Ok((stream, peer))) => {
@@ -180,10 +206,6 @@ pub async fn run_server<R: Runtime>(
             }
         }
     }
-    drop(listener);
-    info!("shutting down");
-    driver.shutdown(Duration::from_secs(3)).await;
-    Ok(())
 }
 
 /// Waits (bounded) until the SOCKS5 listener of `token` is open or has failed to open.
