@@ -146,6 +146,12 @@ async fn dial<R: Runtime>(
             .connect(name, tcp)
             .await
             .map_err(|e| format!("TLS handshake with {host}:{port} failed: {e}"))?;
+        let (_, conn) = s.get_ref();
+        tracing::debug!(
+            "TLS with {host}:{port}: {:?}, {:?}",
+            conn.protocol_version(),
+            conn.negotiated_cipher_suite().map(|c| c.suite())
+        );
         MaybeTls::Client(Box::new(s))
     } else {
         MaybeTls::Plain(tcp)
