@@ -715,13 +715,17 @@ fn ws_attack(p: &Pair, token: &str, round: usize) -> Round {
     r
 }
 
-/// Two rounds of hostile input at the server's port while other users' transfers run. After
-/// each round the server's open files are exactly what they were before it; its memory after
-/// the second round is what the first left (the allocator keeps what the Connect flood's 2000
-/// concurrent channels needed, for reuse; a leak would grow with every round).
+/// Three rounds of hostile input at the server's port while other users' transfers run. After
+/// each round the server's open files are exactly what they were before it. Its memory after
+/// the last round is within an allowance of the most the earlier rounds left: the allocator
+/// keeps what the Connect flood's 2000 concurrent channels needed, for reuse, and how much it
+/// keeps depends on how the flood's work fell on the threads (a CI run kept 15 MiB after one
+/// round and 22 MiB more after the next, on a loaded machine). A leak grows with every round;
+/// what is kept for reuse levels off.
 #[test]
 fn websocket_port_hostile_input() {
     const TOKEN: &str = "ws-hostile-token-51f0";
+    const ROUNDS: usize = 3;
     let p = pair(TOKEN, &[]);
     let socks = Socks5::new(p.socks);
     warm_up(&socks, p.echo.addr);
@@ -731,31 +735,38 @@ fn websocket_port_hostile_input() {
     let base_client = usage(p.client.pid());
     let moved_before = bg.moved();
 
-    let first_log = p.server.output().len();
-    let first = ws_attack(&p, TOKEN, 1);
-    assert_files_back_to(&p.server, start.1);
-    let plateau = usage(p.server.pid());
+    let mut rounds = Vec::new();
+    let mut plateau = start;
+    for round in 1..=ROUNDS {
+        let from = p.server.output().len();
+        let r = ws_attack(&p, TOKEN, round);
+        let to = p.server.output().len();
+        rounds.push((r, from..to));
+        if round < ROUNDS {
+            assert_files_back_to(&p.server, start.1);
+            let now = usage(p.server.pid());
+            eprintln!("server: RSS {} KiB after round {round}", now.0);
+            plateau.0 = plateau.0.max(now.0);
+        }
+    }
     eprintln!(
-        "server: RSS {} KiB before any attack, {} KiB after the first round",
-        start.0, plateau.0
+        "server: RSS {} KiB before any attack, at most {} KiB after the first {} rounds",
+        start.0,
+        plateau.0,
+        ROUNDS - 1
     );
-    let second_log = p.server.output().len();
-    let second = ws_attack(&p, TOKEN, 2);
     // The background transfers are part of the baseline: checked while they still run.
     assert_back_to(&p.server, plateau);
     assert_back_to(&p.client, base_client);
     bg.finish(moved_before);
 
     let log = p.server.output();
-    let wrong: Vec<String> = first
-        .wrong_tokens
+    let wrong: Vec<String> = rounds
         .iter()
-        .chain(&second.wrong_tokens)
-        .cloned()
+        .flat_map(|(r, _)| r.wrong_tokens.iter().cloned())
         .collect();
-    let end = p.server.output().len();
-    for (r, lines) in [(first, first_log..second_log), (second, second_log..end)] {
-        assert_logged_once(&p.server, lines, &r.offenders, &r.bystanders);
+    for (r, lines) in &rounds {
+        assert_logged_once(&p.server, lines.clone(), &r.offenders, &r.bystanders);
     }
     for t in wrong.iter().chain([&TOKEN.to_string()]) {
         for h in [t.clone(), token_hash(t)] {
