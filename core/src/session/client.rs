@@ -2,7 +2,7 @@
 //! reverse provider (we dial for the server's SOCKS5 users). One machine drives all of the
 //! client's WebSocket links (`threads`), their authentication and reconnection.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -48,7 +48,7 @@ pub struct ClientMachine {
     plane: Plane,
     /// One slot per WebSocket link (`threads`).
     slots: Vec<Slot>,
-    slot_of: HashMap<LinkId, usize>,
+    slot_of: BTreeMap<LinkId, usize>,
     /// The URL to open, query included.
     url: String,
     /// Authenticate with an Auth message (URL path other than /socket) rather than the query.
@@ -175,7 +175,7 @@ impl ClientMachine {
             cfg,
             plane,
             slots,
-            slot_of: HashMap::new(),
+            slot_of: BTreeMap::new(),
             url,
             auth_message,
             listener: None,

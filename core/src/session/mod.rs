@@ -10,8 +10,8 @@
 //! - [`server::ServerMachine`]: the server role (tokens, forward dialling, reverse SOCKS
 //!   listeners, connectors, autonomy).
 //! - [`plane`]: the data plane both roles share: links, local sockets, channels, SOCKS
-//!   front ends, dialling, flow control, timers.
-//! - [`channel`], [`batch`], [`flow`], [`timer`]: the pieces the data plane is made of.
+//!   front ends, dialling, flow control (`plane/flow.rs`), timers.
+//! - [`channel`], [`batch`], [`backlog`], [`timer`]: the pieces the data plane is made of.
 
 /// The `Machine` inputs both roles hand straight to their data plane (`self.plane`).
 macro_rules! plane_inputs {
@@ -65,11 +65,11 @@ macro_rules! plane_inputs {
     };
 }
 
+pub mod backlog;
 pub mod batch;
 pub mod channel;
 pub mod client;
 pub mod config;
-pub mod flow;
 pub mod output;
 pub mod plane;
 pub mod server;

@@ -2,7 +2,7 @@
 //! listeners served by providers (round robin), connectors relayed to providers (agent mode),
 //! and providers managing their own connector tokens (autonomy).
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 
 use bytes::Bytes;
@@ -142,18 +142,18 @@ pub struct ServerMachine {
     plane: Plane,
     /// Ordered, so that what is sent to several links goes out in a reproducible order.
     tokens: BTreeMap<String, Token>,
-    by_hash: HashMap<String, String>,
-    peers: HashMap<LinkId, Peer>,
+    by_hash: BTreeMap<String, String>,
+    peers: BTreeMap<LinkId, Peer>,
     /// Which reverse token a listener serves.
-    listener_token: HashMap<ListenerId, String>,
+    listener_token: BTreeMap<ListenerId, String>,
     /// Reverse SOCKS requests held while the provider picked for them answers a ping: its
     /// reverse token and the requests, by provider.
-    probing: HashMap<LinkId, (String, Vec<ConnId>)>,
+    probing: BTreeMap<LinkId, (String, Vec<ConnId>)>,
     /// Providers that did not answer that ping in time: passed over until heard from again.
-    suspect: HashSet<LinkId>,
+    suspect: BTreeSet<LinkId>,
     /// Authenticated links lost per client instance: that instance's next links are
     /// reconnections (metrics). `departed_order` is oldest first, for forgetting.
-    departed: HashMap<InstanceId, u32>,
+    departed: BTreeMap<InstanceId, u32>,
     departed_order: VecDeque<InstanceId>,
 }
 
@@ -170,12 +170,12 @@ impl ServerMachine {
             cfg,
             plane,
             tokens: BTreeMap::new(),
-            by_hash: HashMap::new(),
-            peers: HashMap::new(),
-            listener_token: HashMap::new(),
-            probing: HashMap::new(),
-            suspect: HashSet::new(),
-            departed: HashMap::new(),
+            by_hash: BTreeMap::new(),
+            peers: BTreeMap::new(),
+            listener_token: BTreeMap::new(),
+            probing: BTreeMap::new(),
+            suspect: BTreeSet::new(),
+            departed: BTreeMap::new(),
             departed_order: VecDeque::new(),
         }
     }

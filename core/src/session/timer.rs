@@ -1,27 +1,26 @@
 //! Deadlines of a machine, earliest first. Each key has at most one deadline; setting it again
 //! moves it. Everything is O(log n) and allocation-free in steady state.
 
-use std::collections::{BTreeSet, HashMap};
-use std::hash::Hash;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::time::Instant;
 
 #[derive(Debug)]
-pub struct TimerQueue<K: Ord + Hash + Copy> {
+pub struct TimerQueue<K: Ord + Copy> {
     order: BTreeSet<(Instant, K)>,
-    due: HashMap<K, Instant>,
+    due: BTreeMap<K, Instant>,
 }
 
-impl<K: Ord + Hash + Copy> Default for TimerQueue<K> {
+impl<K: Ord + Copy> Default for TimerQueue<K> {
     fn default() -> Self {
         TimerQueue {
             order: BTreeSet::new(),
-            due: HashMap::new(),
+            due: BTreeMap::new(),
         }
     }
 }
 
-impl<K: Ord + Hash + Copy> TimerQueue<K> {
+impl<K: Ord + Copy> TimerQueue<K> {
     /// Arm `key` to fire at `at`, replacing any earlier setting.
     pub fn set(&mut self, key: K, at: Instant) {
         if let Some(old) = self.due.insert(key, at) {

@@ -54,9 +54,9 @@
 //! target in full).
 //!
 //! **Determinism**: every fourth seed of every scenario runs twice and the two histories (a
-//! fingerprint of every event and output) must be equal. The machines' outputs of one call are
-//! put in a canonical order first (by socket, and on a link by channel, never across a
-//! `Ping`/`CloseLink`/pause): their own order depends on hash-map iteration.
+//! fingerprint of every event and output) must be equal. Outputs are applied in exactly the
+//! order the machine emits them, as the real driver applies them: the machines iterate their
+//! tables in a fixed order, so that order is itself reproducible.
 //!
 //! **Driver contract** as simulated: an endpoint's clean EOF is reported with
 //! `handle_conn_closed` after the bytes before it, a reset at once (unread bytes are lost,

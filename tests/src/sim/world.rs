@@ -880,25 +880,12 @@ impl World {
         if !self.touched.contains(&n) {
             self.touched.push(n);
         }
+        // In the order the machine emitted them, as the real driver applies them: the
+        // machines' own order is deterministic, and reordering here would hide an order
+        // the real driver would see.
         let mut batch = Vec::new();
         while let Some(o) = self.nodes[n].machine().poll_output() {
             batch.push(o);
-        }
-        if batch.is_empty() {
-            return;
-        }
-        // Effects on different sockets are independent; ordering them by handle (stably, so
-        // each socket's effects keep their order) makes runs independent of the machines'
-        // hash-map iteration order wherever that only permutes sockets.
-        if batch.len() > 1 && std::env::var_os("SIM_NO_SORT").is_none() {
-            let keys = output_keys(&batch);
-            let mut order: Vec<usize> = (0..batch.len()).collect();
-            order.sort_by_key(|i| keys[*i]);
-            let mut slots: Vec<Option<Output>> = batch.into_iter().map(Some).collect();
-            batch = order
-                .into_iter()
-                .map(|i| slots[i].take().expect("once"))
-                .collect();
         }
         for o in batch {
             self.apply(n, o);
@@ -906,7 +893,7 @@ impl World {
     }
 
     fn apply(&mut self, n: NodeIdx, o: Output) {
-        let (k, id, _, ch) = output_keys(std::slice::from_ref(&o))[0];
+        let (k, id, ch) = output_key(&o);
         fnv(&mut self.fingerprint, k as u64 * 1_000_003 + id);
         fnv(&mut self.fingerprint, ch);
         if self.trace.enabled {
@@ -1815,45 +1802,27 @@ impl World {
     }
 }
 
-/// Order keys of a batch of outputs: (kind of handle, handle, segment, channel). Frames on one
-/// link are keyed by the channel they belong to (control messages by 0) within a segment;
-/// any other output naming the link (Ping, CloseLink, PauseLink/ResumeLink) ends a segment, so nothing
-/// moves across it. Frames of different channels are independent; frames of one channel keep
-/// their order (the sort is stable).
-fn output_keys(batch: &[Output]) -> Vec<(u8, u64, u64, u64)> {
-    let mut seg: HashMap<u64, u64> = HashMap::new();
-    batch
-        .iter()
-        .map(|o| match o {
-            Output::Transmit { link, frame } => {
-                let s = *seg.entry(link.0).or_insert(0);
-                (1, link.0, s, frame_channel(frame))
-            }
-            Output::OpenLink { link, .. }
-            | Output::Ping { link }
-            | Output::CloseLink { link }
-            | Output::PauseLink { link }
-            | Output::ResumeLink { link } => {
-                let s = seg.entry(link.0).or_insert(0);
-                *s += 1;
-                let k = (1, link.0, *s, 0);
-                *s += 1;
-                k
-            }
-            Output::Listen { listener, .. } | Output::Unlisten { listener } => {
-                (2, listener.0, 0, 0)
-            }
-            Output::Dial { conn, .. }
-            | Output::Write { conn, .. }
-            | Output::PauseRead { conn }
-            | Output::ResumeRead { conn }
-            | Output::Close { conn, .. } => (3, conn.0, 0, 0),
-            Output::BindUdp { udp, .. }
-            | Output::SendUdp { udp, .. }
-            | Output::CloseUdp { udp } => (4, udp.0, 0, 0),
-            Output::Event(_) => (5, 0, 0, 0),
-        })
-        .collect()
+/// What the fingerprint records of every output: (kind of handle, handle, the channel of a
+/// frame: 0 for control messages and for anything but a frame).
+fn output_key(o: &Output) -> (u8, u64, u64) {
+    match o {
+        Output::Transmit { link, frame } => (1, link.0, frame_channel(frame)),
+        Output::OpenLink { link, .. }
+        | Output::Ping { link }
+        | Output::CloseLink { link }
+        | Output::PauseLink { link }
+        | Output::ResumeLink { link } => (1, link.0, 0),
+        Output::Listen { listener, .. } | Output::Unlisten { listener } => (2, listener.0, 0),
+        Output::Dial { conn, .. }
+        | Output::Write { conn, .. }
+        | Output::PauseRead { conn }
+        | Output::ResumeRead { conn }
+        | Output::Close { conn, .. } => (3, conn.0, 0),
+        Output::BindUdp { udp, .. } | Output::SendUdp { udp, .. } | Output::CloseUdp { udp } => {
+            (4, udp.0, 0)
+        }
+        Output::Event(_) => (5, 0, 0),
+    }
 }
 
 /// The channel a frame belongs to (first 8 bytes of its id), 0 for control messages.

@@ -2,7 +2,8 @@
 //! local: bytes handed to a writer and not yet written are counted, and crossing the high
 //! water mark stops the reader that feeds it until the count falls below the low mark.
 //! Nothing is ever dropped (the reference drops at 1,000 queued messages); memory is bounded
-//! by the marks plus one read per paused source.
+//! by the marks plus one read per paused source. (With peers that speak our extension,
+//! channels also have windows: see `plane/flow.rs`.)
 
 /// Unwritten bytes queued toward one writer (a link or a local socket), with hysteresis.
 #[derive(Clone, Debug)]

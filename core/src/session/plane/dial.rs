@@ -1,0 +1,148 @@
+//! The dialling side: a Connect from a link becomes a local socket to the target.
+
+use tracing::{debug, trace};
+
+use super::{ConnEntry, ConnState, Plane, Timer};
+use crate::addr::TargetAddr;
+use crate::ids::ChannelId;
+use crate::session::backlog::Backlog;
+use crate::session::channel::{ChanKey, Channel, Local, Phase, Side, UdpLocal};
+use crate::session::output::Output;
+use crate::session::{ConnId, LinkId, UdpId};
+use crate::time::Instant;
+use crate::wire::{self, Connect, Message, Protocol};
+
+impl Plane {
+    /// Accept a Connect received on `link`: dial the target (TCP) or bind a socket (UDP).
+    pub fn dial(&mut self, now: Instant, link: LinkId, connect: Connect) {
+        if self.by_wire.contains_key(&(link, connect.channel)) {
+            debug!(%link, channel = %connect.channel, "duplicate Connect ignored");
+            return;
+        }
+        let key = self.next_chan;
+        self.next_chan += 1;
+        self.stats.channels_opened += 1;
+        match connect.protocol {
+            Protocol::Tcp => {
+                let Some((host, port)) = connect.target else {
+                    return;
+                };
+                let conn = ConnId(self.handle());
+                let mut ch = Channel::new(
+                    connect.channel,
+                    Protocol::Tcp,
+                    link,
+                    Local::Conn(conn),
+                    Side::Dialer,
+                    now,
+                );
+                ch.windowed = self.windowed(link);
+                self.channels.insert(key, ch);
+                self.by_wire.insert((link, connect.channel), key);
+                self.conns.insert(
+                    conn,
+                    ConnEntry {
+                        state: ConnState::Channel(key),
+                        backlog: Backlog::new(self.data.conn_high_water, self.data.conn_low_water),
+                        read_paused: false,
+                        parked_on: None,
+                        blocking: None,
+                    },
+                );
+                let target = TargetAddr::from_host_port(&host, port);
+                trace!(%link, channel = %connect.channel, %target, "dial");
+                self.out.push_back(Output::Dial {
+                    conn,
+                    target,
+                    timeout: self.timings.connect_timeout,
+                });
+                self.timers
+                    .set(Timer::Chan(key), now + self.timings.connect_timeout);
+            }
+            Protocol::Udp => {
+                let udp = UdpId(self.handle());
+                let mut ch = Channel::new(
+                    connect.channel,
+                    Protocol::Udp,
+                    link,
+                    Local::Udp(UdpLocal {
+                        udp,
+                        control: None,
+                        allowed_ip: None,
+                        allowed_port: None,
+                        app: None,
+                        bound: None,
+                    }),
+                    Side::Dialer,
+                    now,
+                );
+                ch.phase = Phase::Binding;
+                self.channels.insert(key, ch);
+                self.by_wire.insert((link, connect.channel), key);
+                self.udps.insert(udp, key);
+                self.out.push_back(Output::BindUdp { udp, addr: None });
+                self.timers
+                    .set(Timer::Chan(key), now + self.timings.connect_timeout);
+            }
+        }
+    }
+
+    /// The dialling side is ready (socket connected or bound): tell the peer, let data flow.
+    pub(super) fn confirm_dial(&mut self, now: Instant, key: ChanKey) {
+        self.timers.cancel(Timer::Chan(key));
+        let Some((link, id)) = self.channels.get(&key).map(|c| (c.link, c.id)) else {
+            return;
+        };
+        self.send(
+            link,
+            &Message::ConnectResponse {
+                success: true,
+                channel: id,
+                error: None,
+            },
+        );
+        self.open_channel(now, key);
+    }
+
+    /// Refuse a Connect with a ConnectResponse failure.
+    pub fn refuse_connect(&mut self, link: LinkId, channel: ChannelId, error: &str) {
+        self.send(
+            link,
+            &Message::ConnectResponse {
+                success: false,
+                channel,
+                error: Some(wire::encode::clip_text(error).to_string()),
+            },
+        );
+    }
+
+    pub fn dial_result(&mut self, now: Instant, conn: ConnId, result: Result<(), String>) {
+        let Some(ConnEntry {
+            state: ConnState::Channel(key),
+            ..
+        }) = self.conns.get(&conn)
+        else {
+            // The channel ended while the dial ran: drop the socket.
+            if result.is_ok() {
+                self.out.push_back(Output::Close { conn, abort: true });
+            }
+            return;
+        };
+        let key = *key;
+        let Some(ch) = self.channels.get(&key) else {
+            return;
+        };
+        if ch.side != Side::Dialer || ch.phase != Phase::Connecting {
+            return;
+        }
+        let (link, id) = (ch.link, ch.id);
+        match result {
+            Ok(()) => self.confirm_dial(now, key),
+            Err(e) => {
+                debug!(%link, channel = %id, error = %e, "dial failed");
+                self.refuse_connect(link, id, &e);
+                self.remove_channel(key, false);
+            }
+        }
+    }
+}

@@ -1,0 +1,278 @@
+//! Frames from links: decoding, the channel messages the plane handles itself, and Data
+//! written out to local sockets.
+
+use bytes::Bytes;
+use tracing::{debug, info, trace};
+
+use super::{is_error_text, unspecified, Plane, Routed, Timer};
+use crate::ids::ChannelId;
+use crate::session::channel::{Local, Phase, Side};
+use crate::session::output::Output;
+use crate::session::{ConnId, LinkId};
+use crate::socks::{self, Reply};
+use crate::time::Instant;
+use crate::wire::{self, Data, Message, DATA_HEADER_LEN};
+
+impl Plane {
+    /// Decode a frame; log and count what cannot be decoded.
+    pub fn decode(&mut self, link: LinkId, frame: Bytes) -> Option<Message> {
+        self.stats.frames_from_links += 1;
+        self.stats.bytes_from_links += frame.len() as u64;
+        match wire::decode(frame, &self.limits) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                self.stats.bad_frames += 1;
+                let first = self
+                    .links
+                    .get_mut(&link)
+                    .is_some_and(|l| !std::mem::replace(&mut l.malformed_logged, true));
+                if first {
+                    info!(%link, error = %e, "malformed message ignored (further ones logged at debug)");
+                } else {
+                    debug!(%link, error = %e, "message ignored");
+                }
+                None
+            }
+        }
+    }
+
+    /// Handle a frame's channel messages (Data, ConnectResponse, Disconnect); hand the rest to
+    /// the role.
+    pub fn link_frame(&mut self, now: Instant, link: LinkId, frame: Bytes) -> Routed {
+        self.link_alive(now, link);
+        // Relayed Data is passed on as the very frame that came, without decoding the payload.
+        if frame.len() >= DATA_HEADER_LEN && frame[1] == wire::kind::DATA {
+            let mut id = [0u8; 16];
+            id.copy_from_slice(&frame[3..19]);
+            if let Some(&key) = self.by_wire.get(&(link, ChannelId(id))) {
+                if let Some(to) = self.channels.get(&key).and_then(|c| c.other_link(link)) {
+                    self.stats.frames_from_links += 1;
+                    self.stats.bytes_from_links += frame.len() as u64;
+                    self.relay_frame(now, key, link, to, frame);
+                    return Routed::Done;
+                }
+            }
+        }
+        let Some(msg) = self.decode(link, frame.clone()) else {
+            return Routed::Done;
+        };
+        match msg {
+            Message::Data(d) => {
+                self.link_data(now, link, d, frame);
+                Routed::Done
+            }
+            Message::ConnectResponse {
+                success,
+                channel,
+                error,
+            } => {
+                self.connect_response(now, link, channel, success, error, frame);
+                Routed::Done
+            }
+            Message::Disconnect { channel, error } => {
+                self.disconnect(now, link, channel, error, frame);
+                Routed::Done
+            }
+            Message::ChannelAck { channel, bytes } => {
+                self.channel_ack(link, channel, bytes as usize, frame);
+                Routed::Done
+            }
+            Message::ChannelNoWindow { channel } => {
+                self.channel_no_window(link, channel);
+                Routed::Done
+            }
+            Message::Connect(c) => Routed::Connect(c),
+            other => Routed::Control(other),
+        }
+    }
+
+    fn link_data(&mut self, now: Instant, link: LinkId, d: Data, frame: Bytes) {
+        let Some(&key) = self.by_wire.get(&(link, d.channel)) else {
+            trace!(%link, channel = %d.channel, "Data for an unknown channel dropped");
+            return;
+        };
+        let Some(ch) = self.channels.get_mut(&key) else {
+            return;
+        };
+        ch.last_active = now;
+        match (&ch.local, ch.phase) {
+            (Local::Route(None), _) => {
+                // FastOpen through a relay still looking for a provider: keep it, in order.
+                ch.early_len += frame.len();
+                ch.early.push(frame);
+                if ch.early_len >= self.data.conn_high_water && ch.holding.is_none() {
+                    // Bounded: stop reading the connector until the route exists.
+                    let l = ch.link;
+                    ch.holding = Some(l);
+                    self.block_link(l);
+                }
+            }
+            (Local::Route(Some(_)), _) => {} // handled in link_frame
+            (Local::Conn(conn), Phase::Open) => {
+                let conn = *conn;
+                self.write_to_conn(link, conn, d.payload);
+            }
+            (Local::Conn(_), _) => {
+                // Dialer with the dial still running (the peer uses FastOpen): keep it.
+                ch.early_len += d.payload.len();
+                ch.early.push(d.payload);
+                if ch.early_len >= self.data.conn_high_water && ch.holding.is_none() {
+                    let l = ch.link;
+                    ch.holding = Some(l);
+                    self.block_link(l);
+                }
+            }
+            (Local::Udp(u), _) => {
+                let u = u.clone();
+                let side = ch.side;
+                self.udp_from_link(key, side, u, d);
+            }
+        }
+    }
+
+    /// Queue Data from `link` for a local socket. When the socket's queue reaches its high
+    /// mark the whole link is paused: the reference's wire gives no finer way to bound memory
+    /// without dropping data. A flow-controlled channel's sender stops at its window instead,
+    /// so for it the mark is the window above the high mark, reached only by a peer that
+    /// ignores the window.
+    pub(super) fn write_to_conn(&mut self, link: LinkId, conn: ConnId, data: Bytes) {
+        let limit = self.data.conn_high_water + self.receive_guard(link, conn);
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        c.backlog.add(data.len());
+        self.out.push_back(Output::Write { conn, data });
+        if c.blocking.is_none() && c.backlog.queued() >= limit {
+            c.blocking = Some(link);
+            self.block_link(link);
+        }
+    }
+
+    /// Writes to a local socket progressed.
+    pub fn conn_written(&mut self, conn: ConnId, bytes: usize) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if c.backlog.sub(bytes) {
+            if let Some(link) = c.blocking.take() {
+                self.unblock_link(link);
+            }
+        }
+        self.acknowledge(conn, bytes);
+    }
+
+    fn connect_response(
+        &mut self,
+        now: Instant,
+        link: LinkId,
+        channel: ChannelId,
+        success: bool,
+        error: Option<String>,
+        frame: Bytes,
+    ) {
+        let Some(&key) = self.by_wire.get(&(link, channel)) else {
+            return;
+        };
+        let Some(ch) = self.channels.get(&key) else {
+            return;
+        };
+        if let Some(to) = ch.other_link(link) {
+            // Relay: the provider answered the connector.
+            self.transmit(to, frame);
+            if success {
+                self.timers.cancel(Timer::Chan(key));
+                if let Some(ch) = self.channels.get_mut(&key) {
+                    ch.phase = Phase::Open;
+                }
+            } else {
+                self.remove_channel(key, false);
+            }
+            return;
+        }
+        if ch.side != Side::Socks || ch.link != link {
+            return;
+        }
+        if !success {
+            let error = error.unwrap_or_default();
+            debug!(%link, %channel, %error, "connect refused by the far side");
+            let fast = ch.fast_open;
+            if !ch.replied {
+                if let Some(conn) = ch.conn() {
+                    self.count_reply(Reply::HostUnreachable as u8);
+                    self.write(
+                        conn,
+                        socks::encode_reply(Reply::HostUnreachable, unspecified()),
+                    );
+                }
+                if let Some(c) = self.channels.get_mut(&key) {
+                    c.replied = true;
+                }
+            }
+            self.remove_channel(key, fast);
+            return;
+        }
+        self.timers.cancel(Timer::Chan(key));
+        match &ch.local {
+            Local::Udp(u) => {
+                let bound = u.bound.unwrap_or_else(unspecified);
+                self.reply_success(key, bound);
+                self.open_channel(now, key);
+            }
+            _ => {
+                self.reply_success(key, unspecified());
+                self.open_channel(now, key);
+            }
+        }
+    }
+
+    fn disconnect(
+        &mut self,
+        now: Instant,
+        link: LinkId,
+        channel: ChannelId,
+        error: Option<String>,
+        frame: Bytes,
+    ) {
+        let _ = now;
+        let Some(&key) = self.by_wire.get(&(link, channel)) else {
+            return;
+        };
+        let Some(ch) = self.channels.get(&key) else {
+            return;
+        };
+        if let Some(to) = ch.other_link(link) {
+            self.transmit(to, frame);
+            self.remove_channel(key, false);
+            return;
+        }
+        if let Local::Route(None) = ch.local {
+            // The connector ended before a provider was found: pass the end on after what
+            // it sent, once routed.
+            if let Some(ch) = self.channels.get_mut(&key) {
+                ch.early.push(frame);
+                ch.pending_end = Some(error);
+            }
+            return;
+        }
+        if ch.side == Side::Dialer && ch.phase != Phase::Open {
+            // The peer (with FastOpen) sent its data and its end while we dial: deliver the
+            // data once connected, then close.
+            if let Some(ch) = self.channels.get_mut(&key) {
+                ch.pending_end = Some(error);
+            }
+            return;
+        }
+        // The reference says "EOF" for a clean end; only a real error resets the socket.
+        let abort = error.as_deref().is_some_and(is_error_text);
+        if ch.side == Side::Socks && !ch.replied {
+            if let Some(conn) = ch.conn() {
+                self.count_reply(Reply::HostUnreachable as u8);
+                self.write(
+                    conn,
+                    socks::encode_reply(Reply::HostUnreachable, unspecified()),
+                );
+            }
+        }
+        self.remove_channel(key, abort);
+    }
+}

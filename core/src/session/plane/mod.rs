@@ -1,0 +1,317 @@
+//! The data plane both roles share: the tables of links, local sockets and channels, the SOCKS
+//! front end, dialling, the movement of Data, flow control, liveness and the idle sweep.
+//!
+//! The roles ([`super::client`], [`super::server`]) decide where things go (which link a SOCKS
+//! request uses, whether a Connect is dialled or relayed, what authentication means); the plane
+//! carries them out. Everything here is role-neutral.
+//!
+//! One `Plane` owns every table; its methods are spread over the child modules by concern, so
+//! that each part of the data path can be read on its own:
+//! - `links`: the links themselves: queueing frames, their backlog, pausing, liveness.
+//! - `front`: SOCKS listeners and the handshake of an accepted application.
+//! - `dial`: the dialling side of a channel; `relay`: channels passed between two links.
+//! - `inbound`: frames from links; `data`: bytes from local sockets toward links.
+//! - `flow`: per-channel flow control (windows and acknowledgements).
+//! - `udp`: UDP associations; `lifecycle`: ending channels, timers, the sweep, shutdown.
+
+mod data;
+mod dial;
+mod flow;
+mod front;
+mod inbound;
+mod lifecycle;
+mod links;
+mod relay;
+mod udp;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use bytes::Bytes;
+
+use super::backlog::Backlog;
+use super::channel::{ChanKey, Channel};
+use super::config::{DataConfig, SocksListen, Timings};
+use super::output::{Event, Output};
+use super::timer::TimerQueue;
+use super::{ConnId, LinkId, ListenerId, UdpId};
+use crate::ids::{ChannelId, IdSource};
+use crate::socks::{Command, Request, SocksServer};
+use crate::time::Instant;
+use crate::wire::{Connect, DecodeLimits, Message};
+
+pub use flow::{MIN_WINDOW, WINDOW_OVERSHOOT};
+
+/// Deadlines of the plane and of the roles built on it.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Timer {
+    /// The idle sweep.
+    Cleaner,
+    /// A channel's held batch must go out.
+    Batch(ChanKey),
+    /// A channel's connect / FastOpen / provider-wait deadline.
+    Chan(ChanKey),
+    /// A local socket's handshake or route-wait deadline.
+    Conn(ConnId),
+    /// Time to ping a link ...
+    Ping(LinkId),
+    /// ... and time by which its pong must have come.
+    Pong(LinkId),
+    /// Client: time to open a link again.
+    Reconnect(LinkId),
+    /// Server: a provider pinged before it gets new channels must have answered by now.
+    Probe(LinkId),
+    /// Server: a link must have authenticated by now.
+    Auth(LinkId),
+}
+
+/// Counters for logs and metrics.
+#[derive(Clone, Debug, Default)]
+pub struct Stats {
+    pub channels_opened: u64,
+    pub bytes_from_links: u64,
+    pub bytes_to_links: u64,
+    pub frames_from_links: u64,
+    pub frames_to_links: u64,
+    pub bad_frames: u64,
+    pub socks_replies: [u64; 9],
+    pub udp_dropped_fragmented: u64,
+    pub udp_dropped_foreign: u64,
+    pub udp_dropped_backlog: u64,
+    pub reconnects: u64,
+}
+
+pub struct LinkEntry {
+    /// Authenticated: channels may use it.
+    pub ready: bool,
+    backlog: Backlog,
+    /// Local sockets not read because this link is full.
+    paused_readers: Vec<ConnId>,
+    /// Links not read because this link is full (relayed channels).
+    paused_links: Vec<LinkId>,
+    /// How many writers (sockets or links) over their mark hold this link's reading paused.
+    paused_by: usize,
+    /// Channels holding a batch until this link drains.
+    batched: Vec<ChanKey>,
+    /// When the peer last showed it is alive (any frame, ping or pong).
+    heard: Instant,
+    /// A malformed message from this peer was already logged at info (later ones at debug:
+    /// one line per offending peer, not one per message).
+    malformed_logged: bool,
+    /// The flow-control window agreed with the peer, when both speak the extension (the
+    /// server's Hello names it: the smaller of the two sides' windows).
+    pub flow_window: Option<usize>,
+    /// Frames queued on the link in order, with the channel whose data each carries, so
+    /// that written bytes can be credited back to their channels; `head_written` bytes of
+    /// the first are already written.
+    in_order: VecDeque<(Option<ChanKey>, usize)>,
+    head_written: usize,
+}
+
+enum ConnState {
+    /// SOCKS5 handshake in progress.
+    Handshake {
+        socks: Box<SocksServer>,
+        listener: ListenerId,
+        peer: SocketAddr,
+        local: SocketAddr,
+    },
+    /// Request parsed, waiting for the role to find a link for it.
+    Waiting {
+        request: Request,
+        peer: SocketAddr,
+        local: SocketAddr,
+        early: Vec<Bytes>,
+        early_len: usize,
+        /// The application already ended its side.
+        eof: bool,
+    },
+    /// Carries a TCP channel.
+    Channel(ChanKey),
+    /// Control connection of a UDP association.
+    UdpControl(ChanKey),
+}
+
+struct ConnEntry {
+    state: ConnState,
+    /// Bytes handed out in `Write` and not yet written.
+    backlog: Backlog,
+    read_paused: bool,
+    /// The link whose draining will resume this socket's reading (it is on that link's
+    /// `paused_readers`).
+    parked_on: Option<LinkId>,
+    /// The link this socket's full write queue holds paused.
+    blocking: Option<LinkId>,
+}
+
+pub struct ListenerEntry {
+    pub socks: SocksListen,
+    /// What the role attached (e.g. the reverse token the listener serves).
+    pub tag: String,
+    pub bound: Option<SocketAddr>,
+}
+
+/// A parsed SOCKS request the role must route.
+#[derive(Debug)]
+pub struct SocksRequest {
+    pub conn: ConnId,
+    pub listener: ListenerId,
+    pub command: Command,
+}
+
+/// How a frame from a link was handled by the plane.
+pub enum Routed {
+    /// Consumed.
+    Done,
+    /// Not a channel message: for the role.
+    Control(Message),
+    /// A Connect: for the role to accept (dial / relay) or refuse.
+    Connect(Connect),
+}
+
+pub struct Plane {
+    pub data: DataConfig,
+    pub timings: Timings,
+    pub fast_open: bool,
+    pub ids: Box<dyn IdSource>,
+    pub out: VecDeque<Output>,
+    pub timers: TimerQueue<Timer>,
+    pub links: BTreeMap<LinkId, LinkEntry>,
+    pub listeners: BTreeMap<ListenerId, ListenerEntry>,
+    pub stats: Stats,
+    conns: BTreeMap<ConnId, ConnEntry>,
+    udps: BTreeMap<UdpId, ChanKey>,
+    channels: BTreeMap<ChanKey, Channel>,
+    by_wire: BTreeMap<(LinkId, ChannelId), ChanKey>,
+    next_handle: u64,
+    next_chan: ChanKey,
+    limits: DecodeLimits,
+}
+
+impl Plane {
+    pub fn new(
+        data: DataConfig,
+        timings: Timings,
+        fast_open: bool,
+        ids: Box<dyn IdSource>,
+        now: Instant,
+    ) -> Self {
+        let limits = DecodeLimits {
+            max_inflated: data.max_inflated,
+        };
+        let mut timers = TimerQueue::default();
+        timers.set(Timer::Cleaner, now + timings.cleaner_interval);
+        Plane {
+            data,
+            timings,
+            fast_open,
+            ids,
+            out: VecDeque::new(),
+            timers,
+            links: BTreeMap::new(),
+            listeners: BTreeMap::new(),
+            stats: Stats::default(),
+            conns: BTreeMap::new(),
+            udps: BTreeMap::new(),
+            channels: BTreeMap::new(),
+            by_wire: BTreeMap::new(),
+            next_handle: 1,
+            next_chan: 1,
+            limits,
+        }
+    }
+
+    fn handle(&mut self) -> u64 {
+        let h = self.next_handle;
+        self.next_handle += 1;
+        h
+    }
+
+    pub fn new_link_id(&mut self) -> LinkId {
+        LinkId(self.handle())
+    }
+
+    pub fn new_listener_id(&mut self) -> ListenerId {
+        ListenerId(self.handle())
+    }
+
+    pub fn emit(&mut self, o: Output) {
+        self.out.push_back(o);
+    }
+
+    pub fn event(&mut self, e: Event) {
+        self.out.push_back(Output::Event(e));
+    }
+
+    // ---------------------------------------------------------------- introspection
+
+    /// Channels currently open (for status, tests and invariants).
+    pub fn channel_count(&self) -> usize {
+        self.channels.len()
+    }
+
+    /// Local TCP sockets currently known.
+    pub fn conn_count(&self) -> usize {
+        self.conns.len()
+    }
+
+    pub fn udp_count(&self) -> usize {
+        self.udps.len()
+    }
+
+    /// Bytes queued toward links and local sockets, and held in batches and early queues.
+    pub fn buffered_bytes(&self) -> usize {
+        let links: usize = self.links.values().map(|l| l.backlog.queued()).sum();
+        let conns: usize = self.conns.values().map(|c| c.backlog.queued()).sum();
+        let chans: usize = self
+            .channels
+            .values()
+            .map(|c| c.batch.len() + c.early_len)
+            .sum();
+        links + conns + chans
+    }
+
+    /// Largest number of bytes one channel holds in this machine (batch + early data + its
+    /// socket's unwritten queue).
+    pub fn max_channel_bytes(&self) -> usize {
+        self.channels
+            .values()
+            .map(|c| {
+                let w = c
+                    .conn()
+                    .and_then(|k| self.conns.get(&k))
+                    .map_or(0, |e| e.backlog.queued());
+                c.batch.len() + c.early_len + w
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
+    pub fn links_ready(&self) -> impl Iterator<Item = LinkId> + '_ {
+        self.links.iter().filter(|(_, l)| l.ready).map(|(k, _)| *k)
+    }
+}
+
+/// Whether a Disconnect text reports a failure (as opposed to the reference's "EOF").
+pub fn is_error_text(e: &str) -> bool {
+    !e.is_empty() && e != "EOF"
+}
+
+fn unspecified() -> SocketAddr {
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0)
+}
+
+/// IPv4-mapped IPv6 addresses (from dual-stack sockets) shown as IPv4.
+fn canonical(a: SocketAddr) -> SocketAddr {
+    match a.ip() {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(IpAddr::V4(v4), a.port()),
+            None => a,
+        },
+        IpAddr::V4(_) => a,
+    }
+}
+
+fn same_ip(a: IpAddr, b: IpAddr) -> bool {
+    canonical(SocketAddr::new(a, 0)).ip() == canonical(SocketAddr::new(b, 0)).ip()
+}
