@@ -182,6 +182,18 @@ fn message() -> impl Strategy<Value = Message> {
         1 => (any::<u32>(), any::<u32>()).prop_map(|(features, window)| Message::Hello { features, window }),
         1 => (channel(), any::<u32>()).prop_map(|(channel, bytes)| Message::ChannelAck { channel, bytes }),
         1 => channel().prop_map(|channel| Message::ChannelNoWindow { channel }),
+        1 => (channel(), any::<u64>(), any::<u64>()).prop_map(|(channel, received, written)| {
+            Message::ChannelResume { channel, received, written }
+        }),
+        1 => (channel(), short_string(), any::<u16>(), any::<bool>()).prop_map(
+            |(channel, host, port, udp)| {
+                Message::ConnectResume(if udp {
+                    Connect { protocol: Protocol::Udp, channel, target: None }
+                } else {
+                    Connect { protocol: Protocol::Tcp, channel, target: Some((host, port)) }
+                })
+            }
+        ),
     ]
 }
 

@@ -289,6 +289,62 @@ fn vectors() -> Vec<Vector> {
             Both,
             &[],
         ),
+        // Reference 1.10.3: the same Connect with one trailing resume byte (spec 12.1).
+        v(
+            "connect tcp resume",
+            &format!("01 03 | 01 | {CH} | 07 312e322e332e34 | 0050 | 01"),
+            Message::ConnectResume(Connect {
+                protocol: Protocol::Tcp,
+                channel: ch(),
+                target: Some((s("1.2.3.4"), 80)),
+            }),
+            Both,
+            &[29],
+        ),
+        v(
+            "connect udp resume",
+            &format!("01 03 | 02 | {CH} | 01"),
+            Message::ConnectResume(Connect {
+                protocol: Protocol::Udp,
+                channel: ch(),
+                target: None,
+            }),
+            Both,
+            &[19],
+        ),
+        v(
+            "connect tcp resume as 1.10.3 sends it (version 0x02, any non-zero byte)",
+            &format!("02 03 01 | {CH} | 09 3132372e302e302e31 | 1f90 | 01"),
+            Message::ConnectResume(Connect {
+                protocol: Protocol::Tcp,
+                channel: ch(),
+                target: Some((s("127.0.0.1"), 8080)),
+            }),
+            DecodeOnly,
+            &[31],
+        ),
+        v(
+            "connect udp, resume byte 0x7f",
+            &format!("02 03 02 | {CH} | 7f"),
+            Message::ConnectResume(Connect {
+                protocol: Protocol::Udp,
+                channel: ch(),
+                target: None,
+            }),
+            DecodeOnly,
+            &[19],
+        ),
+        v(
+            "connect tcp with a zero resume byte is a new channel",
+            &format!("01 03 | 01 | {CH} | 07 312e322e332e34 | 0050 | 00"),
+            Message::Connect(Connect {
+                protocol: Protocol::Tcp,
+                channel: ch(),
+                target: Some((s("1.2.3.4"), 80)),
+            }),
+            DecodeOnly,
+            &[29],
+        ),
         // --- 0x05 ConnectResponse: Success ChannelID [ErrorLen Error if !Success]
         v(
             "connect response success",
@@ -585,6 +641,17 @@ fn vectors() -> Vec<Vector> {
             Both,
             &[],
         ),
+        v(
+            "channel resume",
+            &format!("01 43 | {CH} | 0000000100000002 | 00000000000000ff"),
+            Message::ChannelResume {
+                channel: ch(),
+                received: (1 << 32) + 2,
+                written: 255,
+            },
+            Both,
+            &[],
+        ),
     ]
 }
 
@@ -792,7 +859,7 @@ fn unknown_type_is_an_error() {
         dec(&hex("01 12 | 00000002 | 7b7d")),
         Err(WireError::UnknownType(0x12))
     );
-    for t in [0x00u8, 0x12, 0x13, 0x3f, 0x43, 0xff] {
+    for t in [0x00u8, 0x12, 0x13, 0x3f, 0x44, 0xff] {
         assert_eq!(dec(&[0x01, t]), Err(WireError::UnknownType(t)));
     }
     // Every type byte in 0x0B..=0x11 is a (recognised, ignored) direct-transport message.
@@ -852,9 +919,10 @@ fn invalid_utf8() {
 
 #[test]
 fn trailing_bytes_are_ignored() {
-    // A newer minor may append fields.
+    // A newer minor may append fields. After a Connect the first one is the reference's
+    // resume byte (zero: a new channel), and what follows it is ignored too.
     assert_eq!(
-        dec(&hex(&format!("01 03 | 02 | {CH} | 0102030405"))).unwrap(),
+        dec(&hex(&format!("01 03 | 02 | {CH} | 0002030405"))).unwrap(),
         Message::Connect(Connect {
             protocol: Protocol::Udp,
             channel: ch(),

@@ -80,11 +80,18 @@ pub fn decode(frame: Bytes, limits: &DecodeLimits) -> Result<Message, WireError>
                 }
                 Protocol::Udp => None,
             };
-            Message::Connect(Connect {
+            let connect = Connect {
                 protocol,
                 channel,
                 target,
-            })
+            };
+            // The reference's resume byte; an absent one (every older peer) means a new channel.
+            let resume = r.remaining() > 0 && r.u8("resume")? != 0;
+            if resume {
+                Message::ConnectResume(connect)
+            } else {
+                Message::Connect(connect)
+            }
         }
         kind::CONNECT_RESPONSE => {
             let success = r.u8("success")? != 0;
@@ -228,6 +235,11 @@ pub fn decode(frame: Bytes, limits: &DecodeLimits) -> Result<Message, WireError>
         kind::CHANNEL_NO_WINDOW => Message::ChannelNoWindow {
             channel: ChannelId(r.id("channel id")?),
         },
+        kind::CHANNEL_RESUME => Message::ChannelResume {
+            channel: ChannelId(r.id("channel id")?),
+            received: r.u64("received")?,
+            written: r.u64("written")?,
+        },
         other => return Err(WireError::UnknownType(other)),
     };
     Ok(msg)
@@ -283,6 +295,14 @@ impl Reader<'_> {
         let b = &self.frame[self.pos..self.pos + 4];
         self.pos += 4;
         Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    fn u64(&mut self, field: &'static str) -> Result<u64, WireError> {
+        self.need(field, 8)?;
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&self.frame[self.pos..self.pos + 8]);
+        self.pos += 8;
+        Ok(u64::from_be_bytes(b))
     }
 
     fn id(&mut self, field: &'static str) -> Result<[u8; 16], WireError> {

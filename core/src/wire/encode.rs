@@ -34,27 +34,8 @@ pub fn encode(msg: &Message, dst: &mut BytesMut) -> Result<(), WireError> {
                 short(dst, e);
             }
         }
-        Message::Connect(c) => {
-            match (&c.protocol, &c.target) {
-                (Protocol::Tcp, Some((host, _))) => check_short("Connect", "address", host)?,
-                (Protocol::Tcp, None) => {
-                    return Err(WireError::Invalid {
-                        message: "Connect",
-                        field: "address",
-                        reason: "a TCP Connect needs a target",
-                    })
-                }
-                (Protocol::Udp, _) => {}
-            }
-            head(dst, kind::CONNECT);
-            dst.put_u8(c.protocol.to_byte());
-            dst.put_slice(&c.channel.0);
-            if c.protocol == Protocol::Tcp {
-                let (host, port) = c.target.as_ref().expect("checked above");
-                short(dst, host);
-                dst.put_u16(*port);
-            }
-        }
+        Message::Connect(c) => encode_connect(c, false, dst)?,
+        Message::ConnectResume(c) => encode_connect(c, true, dst)?,
         Message::ConnectResponse {
             success,
             channel,
@@ -147,6 +128,42 @@ pub fn encode(msg: &Message, dst: &mut BytesMut) -> Result<(), WireError> {
             head(dst, kind::CHANNEL_NO_WINDOW);
             dst.put_slice(&channel.0);
         }
+        Message::ChannelResume {
+            channel,
+            received,
+            written,
+        } => {
+            head(dst, kind::CHANNEL_RESUME);
+            dst.put_slice(&channel.0);
+            dst.put_u64(*received);
+            dst.put_u64(*written);
+        }
+    }
+    Ok(())
+}
+
+/// Connect, with the reference's trailing resume byte when `resume`.
+fn encode_connect(c: &Connect, resume: bool, dst: &mut BytesMut) -> Result<(), WireError> {
+    match (&c.protocol, &c.target) {
+        (Protocol::Tcp, Some((host, _))) => check_short("Connect", "address", host)?,
+        (Protocol::Tcp, None) => {
+            return Err(WireError::Invalid {
+                message: "Connect",
+                field: "address",
+                reason: "a TCP Connect needs a target",
+            })
+        }
+        (Protocol::Udp, _) => {}
+    }
+    head(dst, kind::CONNECT);
+    dst.put_u8(c.protocol.to_byte());
+    dst.put_slice(&c.channel.0);
+    if let (Protocol::Tcp, Some((host, port))) = (c.protocol, &c.target) {
+        short(dst, host);
+        dst.put_u16(*port);
+    }
+    if resume {
+        dst.put_u8(0x01);
     }
     Ok(())
 }

@@ -28,6 +28,7 @@ pub mod kind {
     pub const HELLO: u8 = 0x40;
     pub const CHANNEL_ACK: u8 = 0x41;
     pub const CHANNEL_NO_WINDOW: u8 = 0x42;
+    pub const CHANNEL_RESUME: u8 = 0x43;
 }
 
 /// Extension features a [`Message::Hello`] can announce (a bit set).
@@ -36,6 +37,12 @@ pub mod feature {
     /// unacknowledged; the receiver acknowledges what it has written out with
     /// [`super::Message::ChannelAck`].
     pub const CHANNEL_FLOW: u32 = 0x1;
+    /// Channels survive a lost link: the server holds a client's channels through the
+    /// transport grace, understands the reference's resume Connect
+    /// ([`super::Message::ConnectResume`]) and, with [`CHANNEL_FLOW`], resumes channels byte
+    /// for byte with [`super::Message::ChannelResume`]. A client sends either only to a server
+    /// that announced this: the reference 1.10.1 dials a resume Connect as a new channel.
+    pub const RESUME: u32 = 0x2;
 }
 
 /// Transport of a channel.
@@ -135,6 +142,11 @@ pub enum Message {
         error: Option<String>,
     },
     Connect(Connect),
+    /// A Connect (0x03) with the trailing resume byte (reference 1.10.3): not a new channel,
+    /// but "channel `channel`, which you still hold, continues on this link". Never dialled.
+    /// The reference appends the byte after the port (TCP) or right after the channel id
+    /// (UDP); any non-zero value means resume.
+    ConnectResume(Connect),
     ConnectResponse {
         success: bool,
         channel: ChannelId,
@@ -188,6 +200,17 @@ pub enum Message {
     ChannelNoWindow {
         channel: ChannelId,
     },
+    /// Extension (ours): `channel`, suspended when its link was lost, continues on the link
+    /// this comes on. The sender has received `received` bytes of the channel's data from its
+    /// peer in all, and written `written` of them out to its local socket (acknowledged, in
+    /// effect, whether or not its ChannelAcks arrived). The side that reconnects sends it
+    /// first; the other answers with its own counts; each then sends again what it sent
+    /// after the byte the other has received, so every byte arrives once and in order.
+    ChannelResume {
+        channel: ChannelId,
+        received: u64,
+        written: u64,
+    },
 }
 
 impl Message {
@@ -197,6 +220,7 @@ impl Message {
             Message::Auth(_) => "Auth",
             Message::AuthResponse { .. } => "AuthResponse",
             Message::Connect(_) => "Connect",
+            Message::ConnectResume(_) => "Connect (resume)",
             Message::ConnectResponse { .. } => "ConnectResponse",
             Message::Data(_) => "Data",
             Message::Disconnect { .. } => "Disconnect",
@@ -208,6 +232,7 @@ impl Message {
             Message::Hello { .. } => "Hello",
             Message::ChannelAck { .. } => "ChannelAck",
             Message::ChannelNoWindow { .. } => "ChannelNoWindow",
+            Message::ChannelResume { .. } => "ChannelResume",
         }
     }
 }
@@ -229,6 +254,7 @@ pub fn kind_name(kind: u8) -> &'static str {
         kind::HELLO => "Hello",
         kind::CHANNEL_ACK => "ChannelAck",
         kind::CHANNEL_NO_WINDOW => "ChannelNoWindow",
+        kind::CHANNEL_RESUME => "ChannelResume",
         _ => "unknown",
     }
 }
