@@ -81,6 +81,11 @@ pub struct CommonArgs {
     /// Largest WebSocket message accepted (bytes, or e.g. 32MiB)
     #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "32MiB")]
     pub max_message_size: usize,
+
+    /// How long open connections survive a lost WebSocket, suspended, waiting for the link to
+    /// come back (0: they end with the link). Between two linksocks-rs peers nothing is lost
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "30s")]
+    pub transport_grace: Duration,
 }
 
 #[derive(Args, Debug, Clone)]

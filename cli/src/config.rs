@@ -198,6 +198,7 @@ pub fn server(a: &ServerArgs, env: &Env, rng: &mut dyn Rng) -> Result<ServerPlan
         ..ServerConfig::default()
     };
     machine.timings.connector_wait_provider = a.connector_wait_provider;
+    machine.timings.transport_grace = a.common.transport_grace;
     machine.data = data;
 
     let mut tokens = Vec::new();
@@ -437,6 +438,7 @@ pub fn client(
     machine.retry_auth = a.retry_auth;
     machine.fast_open = fast_open;
     machine.instance = rng.instance();
+    machine.timings.transport_grace = a.common.transport_grace;
     machine.data = data;
 
     let given = a.p2p.given();

@@ -9,70 +9,6 @@ use linksocks_core::session::{ClientConfig, ClientRole, Event, ReverseTokenSpec}
 use linksocks_tests::sim::*;
 use linksocks_tests::sim_test;
 
-struct Agent {
-    server: NodeIdx,
-    providers: Vec<NodeIdx>,
-    connector: NodeIdx,
-    /// The connector's SOCKS listener.
-    csocks: SocketAddr,
-    /// The server's own SOCKS listener for the reverse token.
-    ssocks: SocketAddr,
-}
-
-/// Server with a reverse token (and its SOCKS listener) and a connector token; `k` providers
-/// and one connector.
-fn setup_agent(w: &mut World, k: usize, connector_fast_open: bool) -> Agent {
-    setup_agent_with(w, k, connector_fast_open, |_, _| {})
-}
-
-/// [`setup_agent`], with `tweak(world, config)` applied to each client's configuration
-/// (providers first, then the connector) before it starts.
-fn setup_agent_with(
-    w: &mut World,
-    k: usize,
-    connector_fast_open: bool,
-    tweak: impl Fn(&mut World, &mut ClientConfig),
-) -> Agent {
-    let sc = w.server_config();
-    let server = w.add_server(sc);
-    let listen = w.socks_listen(false);
-    w.server(server, |s, _| {
-        s.add_reverse_token(ReverseTokenSpec {
-            token: Some(REV_TOKEN.into()),
-            socks: Some(listen),
-            allow_manage_connector: false,
-        })
-        .expect("reverse token");
-        s.add_connector_token(Some(CONN_TOKEN.into()), REV_TOKEN)
-            .expect("connector token");
-    });
-    let mut providers = Vec::new();
-    for i in 0..k {
-        let mut pc = w.client_config(REV_TOKEN, ClientRole::Provider);
-        tweak(w, &mut pc);
-        providers.push(w.add_client(&format!("provider{i}"), pc));
-    }
-    let mut cc = w.client_config(CONN_TOKEN, ClientRole::Forward);
-    cc.socks = Some(w.socks_listen(false));
-    cc.fast_open = connector_fast_open;
-    tweak(w, &mut cc);
-    let connector = w.add_client("connector", cc);
-    let deadline = plus(w.now, 30.0);
-    for &p in &providers {
-        w.wait_ready(p, deadline);
-    }
-    w.wait_ready(connector, deadline);
-    let csocks = w.wait_listener(connector, deadline);
-    let ssocks = w.wait_listener(server, deadline);
-    Agent {
-        server,
-        providers,
-        connector,
-        csocks,
-        ssocks,
-    }
-}
-
 /// Applications on the connector's SOCKS port and on the server's own SOCKS port all reach
 /// their targets through the providers.
 fn run_agent_mix(seed: u64) -> World {
@@ -296,8 +232,9 @@ fn run_agent_churn(seed: u64) -> World {
             w.drop_link(li);
         }
     }
-    // After 60 s everything is back (a partition is noticed within 40 s, reconnect 1 s).
-    let later = plus(w.now, 60.0);
+    // After 100 s everything is back (a partition is noticed within 60 s of silence plus up to
+    // a ping interval, reconnect 1 s).
+    let later = plus(w.now, 100.0);
     let late = w.spawn_random(ag.csocks, 4, 16 << 10, later, secs(1.0));
     let deadline = plus(w.now, 400.0);
     w.finish(deadline, secs(5.0));

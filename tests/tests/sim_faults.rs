@@ -83,7 +83,8 @@ fn run_link_drop_reconnect(seed: u64) -> World {
     }
     // The server refuses links from the cut until `down_for` after the client noticed.
     w.refuse_links_until = plus(cut, 3600.0);
-    let noticed_by = plus(cut, 41.0);
+    // Silence for `dead_after` (60 s), checked when a pong is due: within 71 s.
+    let noticed_by = plus(cut, 71.0);
     let ok = w.run_until_pred(noticed_by, |w| {
         w.nodes[f.client].lost.iter().any(|(t, _)| *t >= cut)
     });

@@ -5,6 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use bytes::Bytes;
 
 use super::batch::Batcher;
+use super::plane::{PeerKey, Stream};
 use super::{ConnId, LinkId, UdpId};
 use crate::ids::ChannelId;
 use crate::time::Instant;
@@ -70,10 +71,16 @@ pub struct Channel {
     pub local: Local,
     pub side: Side,
     pub phase: Phase,
+    /// Socks side: the target the Connect named (sent again if a resume finds the far side
+    /// never had the channel).
+    pub target: Option<(String, u16)>,
     /// Socks side: success was replied before the far side confirmed.
     pub fast_open: bool,
     /// Socks side: the SOCKS reply was written.
     pub replied: bool,
+    /// Socks side: the far side confirmed (ConnectResponse success); until then a resume
+    /// that finds it unknown there may connect it again.
+    pub confirmed: bool,
     /// Data that arrived before the channel opened, in order, to pass on when it does.
     pub early: Vec<Bytes>,
     pub early_len: usize,
@@ -89,16 +96,51 @@ pub struct Channel {
     pub last_active: Instant,
     /// Flow-controlled end to end (both ends speak the window extension; TCP only).
     pub windowed: bool,
-    /// Sender: bytes of this channel sent and not yet acknowledged by the receiver ...
-    pub unacked: usize,
-    /// ... at the window: its local socket is not read until acknowledgements come.
+    /// Its byte counts both ways (the window is on `stream.unacked()`), and what it keeps
+    /// for replay.
+    pub stream: Stream,
+    /// Sender: at the window: its local socket is not read until acknowledgements come.
     pub window_full: bool,
-    /// Receiver: bytes written out since the last acknowledgement we sent.
-    pub to_ack: usize,
+    /// Whose channel this is on `link` (and, relayed, on the other link): a resume must come
+    /// from the same peer.
+    pub owner: PeerKey,
+    /// Its link was lost: it waits, within the transport grace, to continue on another.
+    pub suspended: Option<Suspension>,
+    /// Relayed: how its two legs resume.
+    pub relay: Option<Box<RelayResume>>,
+    /// We ended it (`Some(error text)`): the Disconnect is sent, its local socket is closed,
+    /// and it lingers with what it sent until the peer answers with its own Disconnect, so
+    /// that a lost link cannot take the last bytes and the end with it.
+    pub closing: Option<Option<String>>,
     /// Bytes of this channel's Data queued on its link and not yet written ...
     pub on_link: usize,
     /// ... over its share: its local socket is not read until half of them are written.
     pub over_share: bool,
+}
+
+/// A channel whose link was lost.
+#[derive(Copy, Clone, Debug)]
+pub struct Suspension {
+    pub since: Instant,
+    /// We asked the peer to resume it (ChannelResume sent on `link`) and wait for its answer.
+    pub awaiting: bool,
+}
+
+/// The resume state of a relayed channel (agent mode). Its legs are numbered: 0 is `link`
+/// (the connector's side), 1 the routed link (the provider's side). A leg whose link is gone
+/// keeps its old link id until its peer resumes on a new one.
+#[derive(Debug, Default)]
+pub struct RelayResume {
+    /// Both legs resume byte-exactly (both peers speak the extension, with one window).
+    pub exact: bool,
+    /// Owner of leg 1 (leg 0's is the channel's `owner`).
+    pub route_owner: PeerKey,
+    /// A leg's resume counts (received, written), kept until the other leg can take them.
+    pub held: Option<(usize, u64, u64)>,
+    /// The leg whose answer to a forwarded resume we wait for; nothing passes meanwhile.
+    pub awaiting: Option<usize>,
+    /// Which legs have sent their Disconnect (the relay lingers until both have).
+    pub ended: [bool; 2],
 }
 
 impl Channel {
@@ -117,8 +159,10 @@ impl Channel {
             local,
             side,
             phase: Phase::Connecting,
+            target: None,
             fast_open: false,
             replied: false,
+            confirmed: false,
             early: Vec::new(),
             early_len: 0,
             holding: None,
@@ -126,9 +170,12 @@ impl Channel {
             batch: Batcher::new(),
             last_active: now,
             windowed: false,
-            unacked: 0,
+            stream: Stream::default(),
             window_full: false,
-            to_ack: 0,
+            owner: PeerKey::default(),
+            suspended: None,
+            relay: None,
+            closing: None,
             on_link: 0,
             over_share: false,
         }
@@ -146,6 +193,24 @@ impl Channel {
         match &self.local {
             Local::Udp(u) => Some(u.udp),
             _ => None,
+        }
+    }
+
+    /// Relayed: the link of leg `i` (0: `link`, 1: the routed one).
+    pub fn leg(&self, i: usize) -> Option<LinkId> {
+        match (i, &self.local) {
+            (0, _) => Some(self.link),
+            (1, Local::Route(r)) => *r,
+            _ => None,
+        }
+    }
+
+    /// Relayed: move leg `i` to `to`.
+    pub fn set_leg(&mut self, i: usize, to: LinkId) {
+        if i == 0 {
+            self.link = to;
+        } else {
+            self.local = Local::Route(Some(to));
         }
     }
 

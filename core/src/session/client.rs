@@ -12,7 +12,7 @@ use tracing::{debug, info, warn};
 
 use super::config::{ClientConfig, ClientRole};
 use super::output::{Event, Output};
-use super::plane::{Plane, Routed, SocksRequest, Timer};
+use super::plane::{PeerKey, Plane, Resume, Routed, SocksRequest, Timer};
 use super::{ConnId, LinkId, ListenerId, Machine, UdpId};
 use crate::ids::{ChannelId, IdSource};
 use crate::socks::Reply;
@@ -25,6 +25,8 @@ pub const ANONYMOUS: &str = "anonymous";
 /// The URL-query value (`ext=flow`) by which our client tells a server of ours that it speaks
 /// per-channel flow control; the server answers with [`Message::Hello`].
 pub const EXT_FLOW: &str = "flow";
+/// ... and (`ext=flow,resume`) that it resumes channels across a lost link.
+pub const EXT_RESUME: &str = "resume";
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 enum LinkPhase {
@@ -132,7 +134,13 @@ impl ClientMachine {
         // With the window we would like; the server answers with the one both will use.
         let ext = if cfg.data.channel_flow {
             let window = cfg.data.channel_window.max(super::plane::MIN_WINDOW);
-            format!("ext={EXT_FLOW}&flow_window={window}")
+            // Resuming replays what the window keeps: it needs flow control.
+            let resume = if cfg.timings.transport_grace.is_zero() {
+                String::new()
+            } else {
+                format!(",{EXT_RESUME}")
+            };
+            format!("ext={EXT_FLOW}{resume}&flow_window={window}")
         } else {
             String::new()
         };
@@ -334,6 +342,9 @@ impl ClientMachine {
             self.slots[slot].delay = self.cfg.timings.reconnect_delay;
             self.plane.set_link_ready(now, link);
             info!(%link, "authenticated with the server");
+            // Channels that lost their link continue on this one (or end, if the server can
+            // no longer resume them).
+            self.plane.resume_suspended(now);
             self.start_listener();
             if self.cfg.role == ClientRole::Provider {
                 if let Some(token) = self.connector_token.clone() {
@@ -404,6 +415,11 @@ impl ClientMachine {
                 if features & feature::CHANNEL_FLOW != 0 {
                     debug!(%link, window, "the server speaks per-channel flow control");
                     self.plane.set_flow_window(link, window as usize);
+                    if features & feature::RESUME != 0 {
+                        // Our only peer is the server: one owner for all our channels.
+                        self.plane
+                            .set_link_resume(link, PeerKey::default(), Resume::Exact);
+                    }
                 }
             }
             other => debug!(%link, "unexpected {} from the server ignored", other.name()),

@@ -22,9 +22,17 @@ pub struct Timings {
     pub reconnect_delay: Duration,
     pub reconnect_factor: f64,
     pub reconnect_max: Duration,
-    /// Liveness: a ping every `ping_interval`, the link is dead without a pong in `ping_timeout`.
+    /// Liveness: both sides ping every `ping_interval` (and answer pings at once); a pong is
+    /// expected within `ping_timeout` ...
     pub ping_interval: Duration,
     pub ping_timeout: Duration,
+    /// ... and a link on which nothing at all (frame, ping or pong) arrived for this long is
+    /// dead: it enters the transport grace. A half-open link (a NAT that forgot it) is thus
+    /// found within a minute.
+    pub dead_after: Duration,
+    /// How long channels outlive a lost link, suspended, waiting for the peer to come back
+    /// (spec 12.2). Zero: channels end with their link.
+    pub transport_grace: Duration,
     /// Reverse mode: how long a SOCKS request waits for a provider before reply 0x03.
     pub provider_wait: Duration,
     /// Agent mode: how long a connector's Connect waits for a provider.
@@ -51,6 +59,8 @@ impl Default for Timings {
             reconnect_max: Duration::from_secs(600),
             ping_interval: Duration::from_secs(30),
             ping_timeout: Duration::from_secs(10),
+            dead_after: Duration::from_secs(60),
+            transport_grace: Duration::from_secs(30),
             provider_wait: Duration::from_secs(10),
             connector_wait_provider: Duration::from_secs(5),
             link_wait: Duration::from_secs(10),

@@ -8,10 +8,10 @@ use std::net::SocketAddr;
 use bytes::Bytes;
 use tracing::{debug, info, warn};
 
-use super::client::{token_hash, EXT_FLOW};
+use super::client::{token_hash, EXT_FLOW, EXT_RESUME};
 use super::config::{ServerConfig, SocksListen};
 use super::output::Output;
-use super::plane::{Plane, Routed, SocksRequest, Timer};
+use super::plane::{PeerKey, Plane, Resume, Routed, SocksRequest, Timer};
 use super::{ConnId, LinkId, ListenerId, Machine, UdpId};
 use crate::ids::{IdSource, InstanceId};
 use crate::socks::credentials::ct_eq;
@@ -109,6 +109,28 @@ pub enum ListenerState {
     Failed(String),
 }
 
+/// Whose channels a link carries, for resuming them: the same token and client instance. A
+/// peer that named no instance can resume nothing (its key is its link's alone).
+fn peer_key(token: &str, instance: Option<InstanceId>, link: LinkId) -> PeerKey {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(token.as_bytes());
+    match instance {
+        Some(i) => {
+            h.update([1]);
+            h.update(i.0);
+        }
+        None => {
+            h.update([0]);
+            h.update(link.0.to_be_bytes());
+        }
+    }
+    let d = h.finalize();
+    let mut k = [0u8; 16];
+    k.copy_from_slice(&d[..16]);
+    PeerKey(k)
+}
+
 /// Client instances remembered for counting reconnections, beyond which the oldest are forgotten.
 const DEPARTED_MAX: usize = 4096;
 
@@ -132,8 +154,10 @@ struct Peer {
     instance: Option<InstanceId>,
     /// Its URL query announced our extensions (`ext=flow`): it is one of ours ...
     ext_flow: bool,
-    /// ... with this flow-control window (`flow_window=N`).
+    /// ... with this flow-control window (`flow_window=N`) ...
     flow_window: Option<usize>,
+    /// ... and resumes its channels across a lost link (`ext=flow,resume`).
+    ext_resume: bool,
 }
 
 /// The server machine.
@@ -370,6 +394,7 @@ impl ServerMachine {
                 instance: None,
                 ext_flow: false,
                 flow_window: None,
+                ext_resume: false,
             },
         );
         // A connection that upgrades and never authenticates would hold its socket forever.
@@ -393,9 +418,10 @@ impl ServerMachine {
                         .ok()
                         .map(|u| InstanceId(*u.as_bytes()))
                 }
-                "ext" if v.split(',').any(|f| f == EXT_FLOW) => {
+                "ext" => {
                     if let Some(p) = self.peers.get_mut(&link) {
-                        p.ext_flow = true;
+                        p.ext_flow |= v.split(',').any(|f| f == EXT_FLOW);
+                        p.ext_resume |= v.split(',').any(|f| f == EXT_RESUME);
                     }
                 }
                 "flow_window" => {
@@ -487,21 +513,37 @@ impl ServerMachine {
         // Hello goes first: a client serves the requests waiting for this link as soon as it
         // reads AuthResponse, and their channels must know the link speaks flow control.
         let peer = self.peers.get(&link);
-        if peer.is_some_and(|p| p.ext_flow) && self.cfg.data.channel_flow {
+        let ext_flow = peer.is_some_and(|p| p.ext_flow);
+        let grace = !self.cfg.timings.transport_grace.is_zero();
+        let exact = ext_flow && self.cfg.data.channel_flow && grace;
+        let exact = exact && peer.is_some_and(|p| p.ext_resume);
+        if ext_flow && self.cfg.data.channel_flow {
             let ours = self.plane.own_window();
             let window = peer
                 .and_then(|p| p.flow_window)
                 .map_or(ours, |w| w.min(ours));
             let window = window.max(super::plane::MIN_WINDOW).min(u32::MAX as usize);
+            let features = feature::CHANNEL_FLOW | if exact { feature::RESUME } else { 0 };
             self.plane.send(
                 link,
                 &Message::Hello {
-                    features: feature::CHANNEL_FLOW,
+                    features,
                     window: window as u32,
                 },
             );
             self.plane.set_flow_window(link, window);
         }
+        // Resuming: our own clients exactly; a reference client (1.10.3) with its resume
+        // Connect, for the channels we dial for it.
+        let resume = if exact {
+            Resume::Exact
+        } else if !ext_flow && role == Role::Forward {
+            Resume::Legacy
+        } else {
+            Resume::Off
+        };
+        let owner = peer_key(&token, instance, link);
+        self.plane.set_link_resume(link, owner, resume);
         self.plane.send(
             link,
             &Message::AuthResponse {
@@ -511,6 +553,8 @@ impl ServerMachine {
         );
         self.plane.set_link_ready(now, link);
         info!(%link, role = ?role, "client authenticated");
+        // Channels of this peer that lost their link continue on this one.
+        self.plane.resume_suspended(now);
         match role {
             Role::Provider => {
                 if let Some(Kind::Reverse(r)) = self.tokens.get_mut(&token).map(|t| &mut t.kind) {

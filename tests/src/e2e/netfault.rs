@@ -1,24 +1,55 @@
 //! A TCP relay a test puts between our client and server (or a provider and the server), so
 //! it can break the WebSocket link the way networks and crashes do: cut it (both ends see the
-//! connection end), freeze it (bytes stop flowing, nobody is told), or refuse new connections.
+//! connection end), reset it (both ends see a TCP RST, as when a CDN or a NAT drops it),
+//! freeze it (bytes stop flowing, nobody is told), or refuse new connections.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// How long a pump blocks in one read or write before it looks whether it was reset.
+const PUMP_POLL: Duration = Duration::from_millis(100);
+
+/// What a relayed connection's two pumps share with the relay.
+#[derive(Default)]
+struct PairState {
+    frozen: AtomicBool,
+    /// Set by a reset: the pumps leave without shutting anything down, so that the last close
+    /// of each socket (lingering 0 s) sends an RST, not a FIN.
+    resetting: AtomicBool,
+    /// Bytes relayed so far, both directions.
+    relayed: AtomicU64,
+}
+
 /// One relayed connection: the accepted side and the side dialled upstream.
 struct Pair {
-    down: TcpStream,
-    up: TcpStream,
-    frozen: Arc<AtomicBool>,
+    /// (down, up); `None` once reset (the relay's copies are closed).
+    socks: Option<(TcpStream, TcpStream)>,
+    state: Arc<PairState>,
 }
 
 impl Pair {
     fn cut(&self) {
-        let _ = self.down.shutdown(Shutdown::Both);
-        let _ = self.up.shutdown(Shutdown::Both);
+        if let Some((down, up)) = &self.socks {
+            let _ = down.shutdown(Shutdown::Both);
+            let _ = up.shutdown(Shutdown::Both);
+        }
+    }
+
+    /// Both sockets linger 0 s and are closed once the pumps let go of them (within
+    /// [`PUMP_POLL`]; at once when a pump waits in a read, which `shutdown(Read)` ends without
+    /// sending anything): each side gets an RST, no FIN before it.
+    fn reset(&mut self) {
+        let Some((down, up)) = self.socks.take() else {
+            return;
+        };
+        self.state.resetting.store(true, Ordering::SeqCst);
+        for s in [&down, &up] {
+            let _ = socket2::SockRef::from(s).set_linger(Some(Duration::ZERO));
+            let _ = s.shutdown(Shutdown::Read);
+        }
     }
 }
 
@@ -66,12 +97,18 @@ impl Relay {
                         let _ = down.shutdown(Shutdown::Both);
                         continue;
                     };
-                    let _ = down.set_nodelay(true);
-                    let _ = up.set_nodelay(true);
-                    let frozen = Arc::new(AtomicBool::new(false));
-                    pump(&down, &up, frozen.clone());
-                    pump(&up, &down, frozen.clone());
-                    sh.pairs.lock().unwrap().push(Pair { down, up, frozen });
+                    for s in [&down, &up] {
+                        let _ = s.set_nodelay(true);
+                        let _ = s.set_read_timeout(Some(PUMP_POLL));
+                        let _ = s.set_write_timeout(Some(PUMP_POLL));
+                    }
+                    let state = Arc::new(PairState::default());
+                    pump(&down, &up, state.clone());
+                    pump(&up, &down, state.clone());
+                    sh.pairs.lock().unwrap().push(Pair {
+                        socks: Some((down, up)),
+                        state,
+                    });
                     sh.accepted.fetch_add(1, Ordering::SeqCst);
                 }
             })?;
@@ -98,6 +135,35 @@ impl Relay {
             .cut();
     }
 
+    /// Resets relayed connection `i` (in accept order): both sides get a TCP RST, as when a
+    /// CDN, a NAT or a network drops the connection (no FIN first, unlike [`Relay::cut`]).
+    pub fn reset(&self, i: usize) {
+        let mut pairs = self.shared.pairs.lock().unwrap();
+        pairs
+            .get_mut(i)
+            .unwrap_or_else(|| panic!("relay has no connection #{i}"))
+            .reset();
+    }
+
+    /// Resets every connection relayed so far (see [`Relay::reset`]).
+    pub fn reset_all(&self) {
+        for p in self.shared.pairs.lock().unwrap().iter_mut() {
+            p.reset();
+        }
+    }
+
+    /// Bytes relayed so far on connection `i`, both directions together: which link carries
+    /// a transfer.
+    pub fn relayed(&self, i: usize) -> u64 {
+        let pairs = self.shared.pairs.lock().unwrap();
+        pairs
+            .get(i)
+            .unwrap_or_else(|| panic!("relay has no connection #{i}"))
+            .state
+            .relayed
+            .load(Ordering::SeqCst)
+    }
+
     /// Ends every connection relayed so far.
     pub fn cut_all(&self) {
         for p in self.shared.pairs.lock().unwrap().iter() {
@@ -109,7 +175,7 @@ impl Relay {
     /// (a frozen process, a host that lost power, a partition).
     pub fn freeze_all(&self) {
         for p in self.shared.pairs.lock().unwrap().iter() {
-            p.frozen.store(true, Ordering::SeqCst);
+            p.state.frozen.store(true, Ordering::SeqCst);
         }
     }
 
@@ -127,28 +193,52 @@ impl Drop for Relay {
     }
 }
 
-/// Copies `from` to `to` on a thread until either ends. While frozen, what arrives is read
-/// and dropped, as a black hole would: the sender's writes keep succeeding.
-fn pump(from: &TcpStream, to: &TcpStream, frozen: Arc<AtomicBool>) {
+/// Copies `from` to `to` on a thread until either ends, counting. While frozen, what arrives
+/// is read and dropped, as a black hole would: the sender's writes keep succeeding. Once the
+/// pair is reset, it leaves as soon as it notices (its reads and writes time out every
+/// [`PUMP_POLL`]), closing its copies without a shutdown.
+fn pump(from: &TcpStream, to: &TcpStream, state: Arc<PairState>) {
     let (Ok(mut from), Ok(mut to)) = (from.try_clone(), to.try_clone()) else {
         return;
     };
+    let timed_out = |e: &io::Error| {
+        matches!(
+            e.kind(),
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+        )
+    };
     std::thread::spawn(move || {
         let mut buf = vec![0u8; 64 << 10];
-        loop {
-            match from.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if frozen.load(Ordering::SeqCst) {
-                        continue;
+        'relay: loop {
+            if state.resetting.load(Ordering::SeqCst) {
+                break;
+            }
+            let n = match from.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if timed_out(&e) => continue,
+                Err(_) => break,
+            };
+            if state.frozen.load(Ordering::SeqCst) {
+                continue;
+            }
+            let mut rest = &buf[..n];
+            while !rest.is_empty() {
+                if state.resetting.load(Ordering::SeqCst) {
+                    break 'relay;
+                }
+                match to.write(rest) {
+                    Ok(0) => break 'relay,
+                    Ok(k) => {
+                        rest = &rest[k..];
+                        state.relayed.fetch_add(k as u64, Ordering::SeqCst);
                     }
-                    if to.write_all(&buf[..n]).is_err() {
-                        break;
-                    }
+                    Err(e) if timed_out(&e) => {}
+                    Err(_) => break 'relay,
                 }
             }
         }
-        if !frozen.load(Ordering::SeqCst) {
+        if !state.frozen.load(Ordering::SeqCst) && !state.resetting.load(Ordering::SeqCst) {
             let _ = to.shutdown(Shutdown::Both);
             let _ = from.shutdown(Shutdown::Both);
         }

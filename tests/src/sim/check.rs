@@ -306,6 +306,9 @@ impl World {
                 let c = n.plane().channel_count();
                 if c > 0 {
                     pending.push(format!("{}: {c} channels", n.name));
+                    for line in n.plane().describe_channels().into_iter().take(5) {
+                        pending.push(format!("  {line}"));
+                    }
                 }
             }
             panic!(

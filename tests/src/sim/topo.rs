@@ -309,3 +309,81 @@ impl World {
         }
     }
 }
+
+/// A server relaying connectors to providers (agent mode).
+#[derive(Clone, Debug)]
+pub struct Agent {
+    pub server: NodeIdx,
+    pub providers: Vec<NodeIdx>,
+    pub connector: NodeIdx,
+    /// The connector's SOCKS listener.
+    pub csocks: SocketAddr,
+    /// The server's own SOCKS listener for the reverse token.
+    pub ssocks: SocketAddr,
+}
+
+/// Server with a reverse token (and its SOCKS listener) and a connector token; `k` providers
+/// and one connector.
+pub fn setup_agent(w: &mut World, k: usize, connector_fast_open: bool) -> Agent {
+    setup_agent_with(w, k, connector_fast_open, |_, _| {})
+}
+
+/// [`setup_agent`], with `tweak(world, config)` applied to each client's configuration
+/// (providers first, then the connector) before it starts.
+pub fn setup_agent_with(
+    w: &mut World,
+    k: usize,
+    connector_fast_open: bool,
+    tweak: impl Fn(&mut World, &mut ClientConfig),
+) -> Agent {
+    setup_agent_configs(w, k, connector_fast_open, |_| {}, tweak)
+}
+
+/// [`setup_agent_with`], with `server_tweak` applied to the server's configuration too.
+pub fn setup_agent_configs(
+    w: &mut World,
+    k: usize,
+    connector_fast_open: bool,
+    server_tweak: impl FnOnce(&mut ServerConfig),
+    tweak: impl Fn(&mut World, &mut ClientConfig),
+) -> Agent {
+    let mut sc = w.server_config();
+    server_tweak(&mut sc);
+    let server = w.add_server(sc);
+    let listen = w.socks_listen(false);
+    w.server(server, |s, _| {
+        s.add_reverse_token(ReverseTokenSpec {
+            token: Some(REV_TOKEN.into()),
+            socks: Some(listen),
+            allow_manage_connector: false,
+        })
+        .expect("reverse token");
+        s.add_connector_token(Some(CONN_TOKEN.into()), REV_TOKEN)
+            .expect("connector token");
+    });
+    let mut providers = Vec::new();
+    for i in 0..k {
+        let mut pc = w.client_config(REV_TOKEN, ClientRole::Provider);
+        tweak(w, &mut pc);
+        providers.push(w.add_client(&format!("provider{i}"), pc));
+    }
+    let mut cc = w.client_config(CONN_TOKEN, ClientRole::Forward);
+    cc.socks = Some(w.socks_listen(false));
+    cc.fast_open = connector_fast_open;
+    tweak(w, &mut cc);
+    let connector = w.add_client("connector", cc);
+    let deadline = plus(w.now, 30.0);
+    for &p in &providers {
+        w.wait_ready(p, deadline);
+    }
+    w.wait_ready(connector, deadline);
+    let csocks = w.wait_listener(connector, deadline);
+    let ssocks = w.wait_listener(server, deadline);
+    Agent {
+        server,
+        providers,
+        connector,
+        csocks,
+        ssocks,
+    }
+}

@@ -1393,6 +1393,20 @@ impl World {
         }
     }
 
+    /// Hand `frame` to the machine at `side` of link `li` now, as if its peer had sent it (a
+    /// peer that speaks bytes our machines never would).
+    pub fn inject_frame(&mut self, li: usize, side: usize, frame: Bytes) {
+        let node = self.links[li].node(side);
+        let Some(link) = self.links[li].link(side) else {
+            return;
+        };
+        let now = self.now;
+        self.nodes[node]
+            .machine()
+            .handle_link_message(now, link, frame);
+        self.drain(node);
+    }
+
     /// Drop the frames matching `f` in the direction from `side` (0 client, 1 server).
     pub fn filter_link(&mut self, li: usize, side: usize, f: FrameFilter) {
         self.links[li].dirs[side].filter = Some(f);

@@ -58,6 +58,7 @@ impl Plane {
                 .is_some_and(|c| self.link_busy(c.link));
             if let Some(ch) = self.channels.get_mut(&key) {
                 if ch.phase == Phase::Open
+                    && ch.suspended.is_none()
                     && len < self.data.compression_threshold
                     && ch.batch.sends_at_once(len, busy, &self.data)
                 {
@@ -70,7 +71,9 @@ impl Plane {
                         Compression::None,
                         len as u32,
                     );
-                    self.transmit_data(link, key, buf.freeze(), len);
+                    let frame = buf.freeze();
+                    let payload = frame.slice(DATA_HEADER_LEN..);
+                    self.transmit_data(link, key, frame, &payload);
                     if self.link_over(link) {
                         self.pause_conn_read(conn, Some(link));
                     }
@@ -97,6 +100,11 @@ impl Plane {
                     self.pause_conn_read(conn, None);
                 }
             }
+            return;
+        }
+        if ch.suspended.is_some() {
+            // Nowhere to send it: it waits in the replay log (reading is paused meanwhile).
+            self.send_tcp_data(key, data);
             return;
         }
         let link = ch.link;
@@ -179,14 +187,14 @@ impl Plane {
         {
             match side {
                 Side::Socks => self.finish_channel(now, key, end.as_deref()),
-                _ => self.remove_channel(key, end.as_deref().is_some_and(is_error_text)),
+                _ => self.peer_ended(key, end.as_deref().is_some_and(is_error_text)),
             }
         }
     }
 
     /// Stop reading a local socket; with `link`, until that link drains (a socket paused for
     /// another reason is parked on the link all the same, so the drain resumes it).
-    fn pause_conn_read(&mut self, conn: ConnId, link: Option<LinkId>) {
+    pub(super) fn pause_conn_read(&mut self, conn: ConnId, link: Option<LinkId>) {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
@@ -221,14 +229,22 @@ impl Plane {
         }
     }
 
-    /// Frame and queue one TCP payload of a channel.
+    /// Frame and queue one TCP payload of a channel; while its link is lost, keep it for
+    /// the resume instead.
     fn send_tcp_data(&mut self, key: ChanKey, payload: Bytes) {
-        let Some(ch) = self.channels.get(&key) else {
+        let Some(ch) = self.channels.get_mut(&key) else {
             return;
         };
-        let (link, id, len) = (ch.link, ch.id, payload.len());
-        let frame = self.data_frame(Protocol::Tcp, id, payload, None);
-        self.transmit_data(link, key, frame, len);
+        if ch.closing.is_some() {
+            return;
+        }
+        if ch.suspended.is_some() {
+            ch.stream.on_send(&payload, true);
+            return;
+        }
+        let (link, id) = (ch.link, ch.id);
+        let frame = self.data_frame(Protocol::Tcp, id, payload.clone(), None);
+        self.transmit_data(link, key, frame, &payload);
     }
 
     /// Build a Data frame, compressing when it pays (never for data a sample shows to be
@@ -292,7 +308,7 @@ impl Plane {
     ///
     /// With flow control, the `payload` bytes (as read, before any compression) also count
     /// against the channel's window until the receiver acknowledges them.
-    fn transmit_data(&mut self, link: LinkId, key: ChanKey, frame: Bytes, payload: usize) {
+    fn transmit_data(&mut self, link: LinkId, key: ChanKey, frame: Bytes, payload: &Bytes) {
         let len = frame.len();
         if !self.transmit_for(link, Some(key), frame) {
             return;

@@ -2,6 +2,7 @@
 
 use tracing::{debug, trace};
 
+use super::flow::resume::Ending;
 use super::{ConnEntry, ConnState, Plane, Timer};
 use crate::addr::TargetAddr;
 use crate::ids::ChannelId;
@@ -15,7 +16,12 @@ use crate::wire::{self, Connect, Message, Protocol};
 impl Plane {
     /// Accept a Connect received on `link`: dial the target (TCP) or bind a socket (UDP).
     pub fn dial(&mut self, now: Instant, link: LinkId, connect: Connect) {
-        if self.by_wire.contains_key(&(link, connect.channel)) {
+        // A channel this peer already has (here or on a link it lost) is never dialled twice.
+        if self.by_wire.contains_key(&(link, connect.channel))
+            || self
+                .by_owner
+                .contains_key(&(self.link_owner(link), connect.channel))
+        {
             debug!(%link, channel = %connect.channel, "duplicate Connect ignored");
             return;
         }
@@ -39,6 +45,7 @@ impl Plane {
                 ch.windowed = self.windowed(link);
                 self.channels.insert(key, ch);
                 self.by_wire.insert((link, connect.channel), key);
+                self.register_owner(key, link);
                 self.conns.insert(
                     conn,
                     ConnEntry {
@@ -47,6 +54,7 @@ impl Plane {
                         read_paused: false,
                         parked_on: None,
                         blocking: None,
+                        control: 0,
                     },
                 );
                 let target = TargetAddr::from_host_port(&host, port);
@@ -79,6 +87,7 @@ impl Plane {
                 ch.phase = Phase::Binding;
                 self.channels.insert(key, ch);
                 self.by_wire.insert((link, connect.channel), key);
+                self.register_owner(key, link);
                 self.udps.insert(udp, key);
                 self.out.push_back(Output::BindUdp { udp, addr: None });
                 self.timers
@@ -90,17 +99,24 @@ impl Plane {
     /// The dialling side is ready (socket connected or bound): tell the peer, let data flow.
     pub(super) fn confirm_dial(&mut self, now: Instant, key: ChanKey) {
         self.timers.cancel(Timer::Chan(key));
-        let Some((link, id)) = self.channels.get(&key).map(|c| (c.link, c.id)) else {
+        let Some((link, id, lost)) = self
+            .channels
+            .get(&key)
+            .map(|c| (c.link, c.id, c.suspended.is_some()))
+        else {
             return;
         };
-        self.send(
-            link,
-            &Message::ConnectResponse {
-                success: true,
-                channel: id,
-                error: None,
-            },
-        );
+        // With the link lost the answer goes with the resume.
+        if !lost {
+            self.send(
+                link,
+                &Message::ConnectResponse {
+                    success: true,
+                    channel: id,
+                    error: None,
+                },
+            );
+        }
         self.open_channel(now, key);
     }
 
@@ -141,6 +157,7 @@ impl Plane {
             Err(e) => {
                 debug!(%link, channel = %id, error = %e, "dial failed");
                 self.refuse_connect(link, id, &e);
+                self.remember_end(key, Ending::Refused(e));
                 self.remove_channel(key, false);
             }
         }

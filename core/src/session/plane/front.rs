@@ -83,6 +83,7 @@ impl Plane {
                 read_paused: false,
                 parked_on: None,
                 blocking: None,
+                control: 0,
             },
         );
         self.timers
@@ -172,10 +173,14 @@ impl Plane {
         }
     }
 
+    /// Write a SOCKS reply (not channel data) to a local socket.
     pub(super) fn write(&mut self, conn: ConnId, data: Bytes) {
-        if let Some(c) = self.conns.get_mut(&conn) {
-            c.backlog.add(data.len());
-        }
+        // A channel that lingers after its end has no socket left to answer.
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        c.backlog.add(data.len());
+        c.control += data.len();
         self.out.push_back(Output::Write { conn, data });
     }
 
@@ -250,12 +255,14 @@ impl Plane {
                 ch.early = early;
                 ch.early_len = early_len;
                 ch.pending_end = eof.then_some(None);
+                let target = (request.target.host_string(), request.target.port());
+                ch.target = Some(target.clone());
                 self.channels.insert(key, ch);
                 self.by_wire.insert((link, id), key);
+                self.register_owner(key, link);
                 if let Some(e) = self.conns.get_mut(&conn) {
                     e.state = ConnState::Channel(key);
                 }
-                let target = (request.target.host_string(), request.target.port());
                 self.send(
                     link,
                     &Message::Connect(Connect {
@@ -312,6 +319,7 @@ impl Plane {
                 ch.phase = Phase::Binding;
                 self.channels.insert(key, ch);
                 self.by_wire.insert((link, id), key);
+                self.register_owner(key, link);
                 self.udps.insert(udp, key);
                 if let Some(e) = self.conns.get_mut(&conn) {
                     e.state = ConnState::UdpControl(key);

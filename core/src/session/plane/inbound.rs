@@ -4,9 +4,10 @@
 use bytes::Bytes;
 use tracing::{debug, info, trace};
 
+use super::flow::resume::{Ending, CHANNEL_EXPIRED};
 use super::{is_error_text, unspecified, Plane, Routed, Timer};
 use crate::ids::ChannelId;
-use crate::session::channel::{Local, Phase, Side};
+use crate::session::channel::{ChanKey, Local, Phase, Side};
 use crate::session::output::Output;
 use crate::session::{ConnId, LinkId};
 use crate::socks::{self, Reply};
@@ -45,11 +46,17 @@ impl Plane {
             let mut id = [0u8; 16];
             id.copy_from_slice(&frame[3..19]);
             if let Some(&key) = self.by_wire.get(&(link, ChannelId(id))) {
-                if let Some(to) = self.channels.get(&key).and_then(|c| c.other_link(link)) {
-                    self.stats.frames_from_links += 1;
-                    self.stats.bytes_from_links += frame.len() as u64;
-                    self.relay_frame(now, key, link, to, frame);
-                    return Routed::Done;
+                if let Some(ch) = self.channels.get(&key) {
+                    if let Some(to) = ch.other_link(link) {
+                        self.stats.frames_from_links += 1;
+                        self.stats.bytes_from_links += frame.len() as u64;
+                        // While a leg is lost the ends resume from their counts: what
+                        // passes meanwhile would arrive twice.
+                        if ch.suspended.is_none() {
+                            self.relay_frame(now, key, link, to, frame);
+                        }
+                        return Routed::Done;
+                    }
                 }
             }
         }
@@ -81,13 +88,25 @@ impl Plane {
                 self.channel_no_window(link, channel);
                 Routed::Done
             }
+            Message::ChannelResume {
+                channel,
+                received,
+                written,
+            } => {
+                self.channel_resume(now, link, channel, received, written);
+                Routed::Done
+            }
+            Message::ConnectResume(c) => {
+                self.connect_resume(now, link, c);
+                Routed::Done
+            }
             Message::Connect(c) => Routed::Connect(c),
             other => Routed::Control(other),
         }
     }
 
     fn link_data(&mut self, now: Instant, link: LinkId, d: Data, frame: Bytes) {
-        let Some(&key) = self.by_wire.get(&(link, d.channel)) else {
+        let Some(key) = self.channel_on(link, d.channel) else {
             trace!(%link, channel = %d.channel, "Data for an unknown channel dropped");
             return;
         };
@@ -95,6 +114,12 @@ impl Plane {
             return;
         };
         ch.last_active = now;
+        if ch.closing.is_some() {
+            return; // we ended it: nobody reads any more
+        }
+        if matches!(ch.local, Local::Conn(_)) {
+            ch.stream.on_receive(d.payload.len());
+        }
         match (&ch.local, ch.phase) {
             (Local::Route(None), _) => {
                 // FastOpen through a relay still looking for a provider: keep it, in order.
@@ -153,12 +178,17 @@ impl Plane {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
+        // SOCKS replies are written first; what follows is the peer's data.
+        let control = c.control.min(bytes);
+        c.control -= control;
         if c.backlog.sub(bytes) {
             if let Some(link) = c.blocking.take() {
                 self.unblock_link(link);
             }
         }
-        self.acknowledge(conn, bytes);
+        if bytes > control {
+            self.acknowledge(conn, bytes - control);
+        }
     }
 
     fn connect_response(
@@ -170,13 +200,20 @@ impl Plane {
         error: Option<String>,
         frame: Bytes,
     ) {
-        let Some(&key) = self.by_wire.get(&(link, channel)) else {
+        let Some(key) = self.channel_on(link, channel) else {
             return;
         };
+        if !success {
+            // A resume of ours answered with the failure of a dial we never heard of.
+            self.resume_refused(now, key, error.as_deref());
+        }
         let Some(ch) = self.channels.get(&key) else {
             return;
         };
         if let Some(to) = ch.other_link(link) {
+            if ch.suspended.is_some() {
+                return; // a resumed provider sends it again
+            }
             // Relay: the provider answered the connector.
             self.transmit(to, frame);
             if success {
@@ -190,6 +227,14 @@ impl Plane {
             return;
         }
         if ch.side != Side::Socks || ch.link != link {
+            return;
+        }
+        if ch.closing.is_some() {
+            // We ended it meanwhile: a far side that dialled answers our end with its own;
+            // one whose dial failed has nothing left to answer.
+            if !success {
+                self.remove_channel(key, false);
+            }
             return;
         }
         if !success {
@@ -212,6 +257,12 @@ impl Plane {
             return;
         }
         self.timers.cancel(Timer::Chan(key));
+        if let Some(c) = self.channels.get_mut(&key) {
+            c.confirmed = true;
+        }
+        let Some(ch) = self.channels.get(&key) else {
+            return;
+        };
         match &ch.local {
             Local::Udp(u) => {
                 let bound = u.bound.unwrap_or_else(unspecified);
@@ -233,18 +284,52 @@ impl Plane {
         error: Option<String>,
         frame: Bytes,
     ) {
-        let _ = now;
-        let Some(&key) = self.by_wire.get(&(link, channel)) else {
+        let Some(key) = self.channel_on(link, channel) else {
             return;
         };
+        if self.resume_refused(now, key, error.as_deref()) {
+            return;
+        }
         let Some(ch) = self.channels.get(&key) else {
             return;
         };
         if let Some(to) = ch.other_link(link) {
+            if error.as_deref() == Some(CHANNEL_EXPIRED) {
+                // One end no longer has it (or never had: its Connect was lost), maybe in
+                // answer to the other's resume: the other hears so, and may open it anew,
+                // as a new channel through us.
+                self.transmit(to, frame);
+                self.remove_channel(key, false);
+                return;
+            }
+            if ch.suspended.is_some() {
+                return; // the end resumes its channel, then sends it again
+            }
+            let leg = usize::from(ch.link != link);
             self.transmit(to, frame);
+            let Some(ch) = self.channels.get_mut(&key) else {
+                return;
+            };
+            match ch.relay.as_deref_mut() {
+                // Each end lingers until it has the other's Disconnect: so does the relay.
+                Some(r) if r.exact => {
+                    r.ended[leg] = true;
+                    if r.ended == [true, true] {
+                        self.remove_channel(key, false);
+                    }
+                }
+                _ => self.remove_channel(key, false),
+            }
+            return;
+        }
+        if ch.closing.is_some() {
+            // The answer to our own end: nothing is left to resend.
             self.remove_channel(key, false);
             return;
         }
+        let Some(ch) = self.channels.get_mut(&key) else {
+            return;
+        };
         if let Local::Route(None) = ch.local {
             // The connector ended before a provider was found: pass the end on after what
             // it sent, once routed.
@@ -270,6 +355,30 @@ impl Plane {
                 self.write(
                     conn,
                     socks::encode_reply(Reply::HostUnreachable, unspecified()),
+                );
+            }
+        }
+        self.peer_ended(key, abort);
+    }
+
+    /// The peer ended the channel (its Disconnect, after its data): forget it. A peer that
+    /// resumes exactly lingers until it hears our end too, so it gets one.
+    pub(super) fn peer_ended(&mut self, key: ChanKey, abort: bool) {
+        let ending = if abort {
+            Ending::Reset("connection reset".into())
+        } else {
+            Ending::Clean
+        };
+        self.remember_end(key, ending);
+        if let Some(ch) = self.channels.get(&key) {
+            if ch.stream.keep && ch.suspended.is_none() {
+                let (link, channel) = (ch.link, ch.id);
+                self.send(
+                    link,
+                    &Message::Disconnect {
+                        channel,
+                        error: None,
+                    },
                 );
             }
         }

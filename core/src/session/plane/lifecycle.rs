@@ -2,6 +2,7 @@
 
 use tracing::debug;
 
+use super::flow::resume::Ending;
 use super::{unspecified, ConnState, Plane, Timer};
 use crate::session::channel::{ChanKey, Local, Phase, Side};
 use crate::session::output::Output;
@@ -55,18 +56,44 @@ impl Plane {
         }
     }
 
-    /// The local side ended: send what is held, tell the far side, forget the channel.
+    /// The local side ended: send what is held, tell the far side, forget the channel. One
+    /// that resumes exactly lingers until the far side answers with its own end (see
+    /// [`super::super::channel::Channel::closing`]); while its link is lost, the end waits
+    /// for the resume, after the data.
     pub(super) fn finish_channel(&mut self, now: Instant, key: ChanKey, error: Option<&str>) {
         self.flush_batch(now, key);
-        let Some(ch) = self.channels.get(&key) else {
+        let Some(ch) = self.channels.get_mut(&key) else {
             return;
         };
         let (link, id) = (ch.link, ch.id);
+        let text = error.map(|e| wire::encode::clip_text(e).to_string());
+        if ch.stream.keep {
+            ch.closing = Some(text.clone());
+            let lost = ch.suspended.is_some();
+            // Lingering is bounded like a suspension: a peer that never answers our end
+            // cannot hold what we sent.
+            self.timers
+                .set_if_earlier(Timer::Grace(key), now + self.timings.transport_grace);
+            let conn = ch.conn();
+            if !lost {
+                self.send(
+                    link,
+                    &Message::Disconnect {
+                        channel: id,
+                        error: text,
+                    },
+                );
+            }
+            if let Some(conn) = conn {
+                self.drop_conn(conn, error.is_some());
+            }
+            return;
+        }
         self.send(
             link,
             &Message::Disconnect {
                 channel: id,
-                error: error.map(|e| wire::encode::clip_text(e).to_string()),
+                error: text,
             },
         );
         self.remove_channel(key, error.is_some());
@@ -114,6 +141,7 @@ impl Plane {
         for l in notify {
             self.send(l, &msg(id));
         }
+        self.remember_end(key, Ending::Reset(reason.to_string()));
         self.remove_channel(key, !unanswered);
     }
 
@@ -124,10 +152,15 @@ impl Plane {
         };
         self.timers.cancel(Timer::Batch(key));
         self.timers.cancel(Timer::Chan(key));
+        self.timers.cancel(Timer::Grace(key));
         if let Some(l) = ch.holding {
             self.unblock_link(l);
         }
         self.by_wire.remove(&(ch.link, ch.id));
+        self.by_owner.remove(&(ch.owner, ch.id));
+        if let Some(r) = &ch.relay {
+            self.by_owner.remove(&(r.route_owner, ch.id));
+        }
         if let Local::Route(Some(o)) = ch.local {
             self.by_wire.remove(&(o, ch.id));
         }
@@ -152,6 +185,7 @@ impl Plane {
                     .set(Timer::Cleaner, now + self.timings.cleaner_interval);
             }
             Timer::Batch(key) => self.flush_batch(now, key),
+            Timer::Grace(key) => self.grace_expired(now, key),
             Timer::Chan(key) => {
                 let Some(ch) = self.channels.get(&key) else {
                     return;
@@ -165,6 +199,7 @@ impl Plane {
                         let (link, id, side) = (ch.link, ch.id, ch.side);
                         if side == Side::Dialer {
                             self.refuse_connect(link, id, "connect timeout");
+                            self.remember_end(key, Ending::Refused("connect timeout".into()));
                             // Closing the socket handle cancels the dial still running.
                             self.remove_channel(key, true);
                         } else if self.channels.get(&key).is_some_and(|c| c.replied) {
@@ -207,12 +242,16 @@ impl Plane {
             Timer::Pong(link) => {
                 // No pong yet. The peer may be alive but not reading (one of its sockets is
                 // slow, so it paused the link): our ping then waits behind the data we sent,
-                // and its pong with it. Such a peer still sends its own pings, so only a
-                // silence longer than a whole ping interval plus the timeout means it is gone.
+                // and its pong with it. Such a peer still sends its own pings (every
+                // `ping_interval`), so only a silence of `dead_after` means it is gone.
                 let Some(heard) = self.links.get(&link).map(|l| l.heard) else {
                     return;
                 };
-                let limit = heard + self.timings.ping_interval + self.timings.ping_timeout;
+                let limit = heard
+                    + self
+                        .timings
+                        .dead_after
+                        .max(self.timings.ping_interval + self.timings.ping_timeout);
                 if now < limit {
                     self.timers.set(Timer::Pong(link), limit);
                     return;
@@ -230,7 +269,8 @@ impl Plane {
             .channels
             .iter()
             .filter(|(_, c)| {
-                now.saturating_duration_since(c.last_active) >= self.timings.idle_timeout
+                c.suspended.is_none()
+                    && now.saturating_duration_since(c.last_active) >= self.timings.idle_timeout
             })
             .map(|(k, _)| *k)
             .collect();

@@ -4,9 +4,9 @@
 use std::collections::VecDeque;
 
 use bytes::Bytes;
-use tracing::debug;
+use tracing::{debug, info};
 
-use super::{LinkEntry, Plane, Timer};
+use super::{LinkEntry, PeerKey, Plane, Resume, Timer};
 use crate::session::backlog::Backlog;
 use crate::session::channel::{ChanKey, Local};
 use crate::session::output::{Event, Output};
@@ -31,6 +31,8 @@ impl Plane {
                 flow_window: None,
                 in_order: VecDeque::new(),
                 head_written: 0,
+                owner: PeerKey::default(),
+                resume: Resume::Off,
             },
         );
     }
@@ -192,7 +194,8 @@ impl Plane {
             .is_some_and(|l| now.saturating_duration_since(l.heard) < within)
     }
 
-    /// Forget a link and end every channel that used it. `reason` goes to the far ends.
+    /// Forget a link. Its channels are suspended for the transport grace when they can be
+    /// resumed (see [`Resume`]), otherwise ended; `reason` goes to the far ends of those.
     pub fn remove_link(&mut self, now: Instant, link: LinkId, reason: &str) {
         let Some(l) = self.links.remove(&link) else {
             return;
@@ -202,14 +205,6 @@ impl Plane {
         for other in l.paused_links {
             self.unblock_link(other);
         }
-        for conn in l.paused_readers {
-            if let Some(c) = self.conns.get_mut(&conn) {
-                if c.read_paused {
-                    c.read_paused = false;
-                    self.out.push_back(Output::ResumeRead { conn });
-                }
-            }
-        }
         let keys: Vec<ChanKey> = self
             .channels
             .iter()
@@ -218,8 +213,30 @@ impl Plane {
             })
             .map(|(k, _)| *k)
             .collect();
+        let suspended_before = self.stats.channels_suspended;
         for key in keys {
-            self.abort_channel(now, key, Some(link), reason);
+            self.link_lost(now, key, link, l.resume, reason);
+        }
+        // Sockets that waited for this link to drain: read again, unless their channel is
+        // suspended (it holds them itself).
+        for conn in l.paused_readers {
+            if let Some(c) = self.conns.get_mut(&conn) {
+                if c.parked_on == Some(link) {
+                    c.parked_on = None;
+                }
+            }
+            self.resume_conn_read(conn);
+        }
+        let suspended = self.stats.channels_suspended - suspended_before;
+        if suspended > 0 {
+            info!(
+                %link,
+                channels = suspended,
+                grace = ?self.timings.transport_grace,
+                "link lost: channels suspended until it is back"
+            );
+            // A client with another live link resumes them there at once.
+            self.resume_suspended(now);
         }
     }
 }

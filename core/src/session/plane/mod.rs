@@ -11,7 +11,8 @@
 //! - `front`: SOCKS listeners and the handshake of an accepted application.
 //! - `dial`: the dialling side of a channel; `relay`: channels passed between two links.
 //! - `inbound`: frames from links; `data`: bytes from local sockets toward links.
-//! - `flow`: per-channel flow control (windows and acknowledgements).
+//! - `flow`: per-channel flow control (windows and acknowledgements) and what builds on it:
+//!   the replay log and the suspension and resume of channels across a lost link.
 //! - `udp`: UDP associations; `lifecycle`: ending channels, timers, the sweep, shutdown.
 
 mod data;
@@ -40,7 +41,14 @@ use crate::socks::{Command, Request, SocksServer};
 use crate::time::Instant;
 use crate::wire::{Connect, DecodeLimits, Message};
 
-pub use flow::{MIN_WINDOW, WINDOW_OVERSHOOT};
+pub use flow::stream::{ReplayLog, Stream};
+pub use flow::{Resume, MIN_WINDOW, WINDOW_OVERSHOOT};
+
+/// Who is at the other end of a link, as far as resuming channels goes: a channel suspended
+/// with one link may continue only on a link of the same peer. The server derives it from the
+/// token and the client instance; a client has one peer, the server (all zeros).
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PeerKey(pub [u8; 16]);
 
 /// Deadlines of the plane and of the roles built on it.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -63,6 +71,8 @@ pub enum Timer {
     Probe(LinkId),
     /// Server: a link must have authenticated by now.
     Auth(LinkId),
+    /// A suspended channel's transport grace runs out.
+    Grace(ChanKey),
 }
 
 /// Counters for logs and metrics.
@@ -79,6 +89,12 @@ pub struct Stats {
     pub udp_dropped_foreign: u64,
     pub udp_dropped_backlog: u64,
     pub reconnects: u64,
+    /// Channels suspended when their link was lost ...
+    pub channels_suspended: u64,
+    /// ... continued on another link ...
+    pub channels_resumed: u64,
+    /// ... and ended because the grace ran out (or the peer no longer knew them).
+    pub channels_expired: u64,
 }
 
 pub struct LinkEntry {
@@ -106,6 +122,10 @@ pub struct LinkEntry {
     /// the first are already written.
     in_order: VecDeque<(Option<ChanKey>, usize)>,
     head_written: usize,
+    /// Who the peer is, for resuming channels.
+    pub owner: PeerKey,
+    /// How channels of this link survive its loss.
+    pub resume: Resume,
 }
 
 enum ConnState {
@@ -142,6 +162,9 @@ struct ConnEntry {
     parked_on: Option<LinkId>,
     /// The link this socket's full write queue holds paused.
     blocking: Option<LinkId>,
+    /// Of the bytes handed out, those that are not channel data (SOCKS replies), still to
+    /// be written: they come first, and are not acknowledged to the peer as its data.
+    control: usize,
 }
 
 pub struct ListenerEntry {
@@ -183,6 +206,15 @@ pub struct Plane {
     udps: BTreeMap<UdpId, ChanKey>,
     channels: BTreeMap<ChanKey, Channel>,
     by_wire: BTreeMap<(LinkId, ChannelId), ChanKey>,
+    /// Every channel by its peer and id, whichever link it is on (or none): where a resume
+    /// looks for it.
+    by_owner: BTreeMap<(PeerKey, ChannelId), ChanKey>,
+    /// Channels of resuming peers that ended, most recent last (bounded), to answer a late
+    /// resume with their end.
+    ended: BTreeMap<(PeerKey, ChannelId), flow::resume::Ending>,
+    ended_order: VecDeque<(PeerKey, ChannelId)>,
+    /// Where the next suspended channel is asked to resume (round robin over ready links).
+    next_resume: usize,
     next_handle: u64,
     next_chan: ChanKey,
     limits: DecodeLimits,
@@ -215,6 +247,10 @@ impl Plane {
             udps: BTreeMap::new(),
             channels: BTreeMap::new(),
             by_wire: BTreeMap::new(),
+            by_owner: BTreeMap::new(),
+            ended: BTreeMap::new(),
+            ended_order: VecDeque::new(),
+            next_resume: 0,
             next_handle: 1,
             next_chan: 1,
             limits,
@@ -259,20 +295,29 @@ impl Plane {
         self.udps.len()
     }
 
-    /// Bytes queued toward links and local sockets, and held in batches and early queues.
+    /// Channels waiting, suspended, for their link to come back.
+    pub fn suspended_count(&self) -> usize {
+        self.channels
+            .values()
+            .filter(|c| c.suspended.is_some())
+            .count()
+    }
+
+    /// Bytes queued toward links and local sockets, and held in batches, early queues and
+    /// replay logs.
     pub fn buffered_bytes(&self) -> usize {
         let links: usize = self.links.values().map(|l| l.backlog.queued()).sum();
         let conns: usize = self.conns.values().map(|c| c.backlog.queued()).sum();
         let chans: usize = self
             .channels
             .values()
-            .map(|c| c.batch.len() + c.early_len)
+            .map(|c| c.batch.len() + c.early_len + c.stream.log.len())
             .sum();
         links + conns + chans
     }
 
     /// Largest number of bytes one channel holds in this machine (batch + early data + its
-    /// socket's unwritten queue).
+    /// socket's unwritten queue + what it keeps for replay).
     pub fn max_channel_bytes(&self) -> usize {
         self.channels
             .values()
@@ -281,10 +326,30 @@ impl Plane {
                     .conn()
                     .and_then(|k| self.conns.get(&k))
                     .map_or(0, |e| e.backlog.queued());
-                c.batch.len() + c.early_len + w
+                c.batch.len() + c.early_len + c.stream.log.len() + w
             })
             .max()
             .unwrap_or(0)
+    }
+
+    /// The wire ids of the channels held, in the order they were opened.
+    pub fn channel_ids(&self) -> Vec<ChannelId> {
+        self.channels.values().map(|c| c.id).collect()
+    }
+
+    /// One line per channel (at most what `Debug` shows of its state), for diagnostics.
+    pub fn describe_channels(&self) -> Vec<String> {
+        self.channels
+            .iter()
+            .map(|(k, c)| {
+                format!(
+                    "chan {k} {} {:?} {:?} {:?} on {} suspended={:?} closing={:?} windowed={} keep={} sent={} acked={} recv={} written={} relay={:?}",
+                    c.id, c.protocol, c.side, c.phase, c.link, c.suspended, c.closing,
+                    c.windowed, c.stream.keep, c.stream.sent, c.stream.acked,
+                    c.stream.received, c.stream.written, c.relay
+                )
+            })
+            .collect()
     }
 
     pub fn links_ready(&self) -> impl Iterator<Item = LinkId> + '_ {

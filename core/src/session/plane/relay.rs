@@ -3,8 +3,8 @@
 
 use bytes::Bytes;
 
-use super::{Plane, Timer};
-use crate::session::channel::{ChanKey, Channel, Local, Side};
+use super::{Plane, Resume, Timer};
+use crate::session::channel::{ChanKey, Channel, Local, RelayResume, Side};
 use crate::session::LinkId;
 use crate::time::Instant;
 use crate::wire::{Connect, Message, Protocol};
@@ -19,7 +19,11 @@ impl Plane {
         connect: Connect,
         to: Option<LinkId>,
     ) -> Option<ChanKey> {
-        if self.by_wire.contains_key(&(from, connect.channel)) {
+        if self.by_wire.contains_key(&(from, connect.channel))
+            || self
+                .by_owner
+                .contains_key(&(self.link_owner(from), connect.channel))
+        {
             return None;
         }
         let key = self.next_chan;
@@ -35,6 +39,7 @@ impl Plane {
         );
         self.channels.insert(key, ch);
         self.by_wire.insert((from, connect.channel), key);
+        self.register_owner(key, from);
         self.timers.set(
             Timer::Chan(key),
             now + self.timings.connect_timeout + self.timings.fast_open_grace,
@@ -85,6 +90,19 @@ impl Plane {
                 }
             }
         }
+        // The relay keeps no data: its channel resumes only if both ends can replay, which
+        // takes acknowledgements end to end.
+        let both = self.link_resume(from) == Resume::Exact && self.link_resume(to) == Resume::Exact;
+        let exact = both && (connect.protocol == Protocol::Udp || (wf.is_some() && wf == wt));
+        let route_owner = self.link_owner(to);
+        if let Some(ch) = self.channels.get_mut(&key) {
+            ch.relay = Some(Box::new(RelayResume {
+                exact,
+                route_owner,
+                ..RelayResume::default()
+            }));
+        }
+        self.by_owner.insert((route_owner, id), key);
         for frame in early {
             self.transmit(to, frame);
         }
