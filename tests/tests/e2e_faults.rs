@@ -125,9 +125,17 @@ fn link_cut_mid_transfer(rt: Rt) {
     let gate = Arc::new(AtomicBool::new(false));
     let (ends_tx, ends) = mpsc::channel();
     let target = gated_source(FIRST, TOTAL, gate.clone(), ends_tx);
-    let mut server = Proxy::server(rt, server_options(vec![forward("tok")]));
+    // Channels end with their link here (no transport grace): how they end is the point.
+    // With a grace they continue on the other link, which `e2e_resume` shows.
+    let mut so = server_options(vec![forward("tok")]);
+    so.machine.timings.transport_grace = Duration::ZERO;
+    let mut server = Proxy::server(rt, so);
     let relay = Relay::start(server.ws_addr()).expect("relay");
-    let mut client = client(rt, &relay.url(), 2);
+    let mut co = client_options(&relay.url(), "tok", ClientRole::Forward);
+    co.machine.threads = 2;
+    co.machine.timings.reconnect_delay = RECONNECT;
+    co.machine.timings.transport_grace = Duration::ZERO;
+    let mut client = Proxy::client(rt, co);
     let socks = client.socks_addr();
     client.wait_links_ready(2);
 

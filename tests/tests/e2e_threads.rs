@@ -7,7 +7,7 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::{Arc, Barrier};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use linksocks_core::session::ClientRole;
 use linksocks_runtime::RunEvent;
@@ -37,11 +37,15 @@ fn setup(rt: Rt) -> Setup {
     let echo = TcpServer::echo("127.0.0.1:0").unwrap();
     let mut opts = server_options(vec![forward("tok")]);
     opts.api_key = Some(KEY.into());
+    // These scenarios are about the links themselves: channels end with theirs (no transport
+    // grace). With a grace they continue on another link, which `e2e_resume` shows.
+    opts.machine.timings.transport_grace = Duration::ZERO;
     let mut server = Proxy::server(rt, opts);
     let api = Api::new(server.ws_addr(), KEY);
     let relay = Relay::start(api.addr);
     let mut o = client_options(&relay.url(), "tok", ClientRole::Forward);
     o.machine.threads = THREADS;
+    o.machine.timings.transport_grace = Duration::ZERO;
     let mut client = Proxy::client(rt, o);
     client.wait_links_ready(THREADS);
     let socks = Socks5::new(client.socks_addr());

@@ -124,6 +124,9 @@ pub struct Suspension {
     pub since: Instant,
     /// We asked the peer to resume it (ChannelResume sent on `link`) and wait for its answer.
     pub awaiting: bool,
+    /// It resumes byte-exactly with ChannelResume (else only by the reference's resume
+    /// Connect, which the peer sends when it pleases).
+    pub exact: bool,
 }
 
 /// The resume state of a relayed channel (agent mode). Its legs are numbered: 0 is `link`

@@ -312,6 +312,9 @@ impl ServerMachine {
         };
         self.by_hash.remove(&token_hash(token));
         for link in &t.links {
+            // Its peer cannot come back: its channels end now rather than wait for it.
+            self.plane
+                .set_link_resume(*link, PeerKey::default(), Resume::Off);
             self.plane.emit(Output::CloseLink { link: *link });
             self.drop_peer(now, *link, "token removed");
         }
@@ -969,6 +972,8 @@ impl ServerMachine {
                 self.tokens.remove(&token);
                 self.by_hash.remove(&token_hash(&token));
                 for l in links {
+                    self.plane
+                        .set_link_resume(l, PeerKey::default(), Resume::Off);
                     self.plane.emit(Output::CloseLink { link: l });
                 }
             }

@@ -119,16 +119,19 @@ impl World {
     /// a read, or a UDP datagram) the bound is `d.conn_high_water + 2 P + 4 KiB` (SOCKS replies
     /// and slack). With per-channel flow control the link is paused only past
     /// `conn_high_water + 2 window + WINDOW_OVERSHOOT` (a correct sender stays within its window
-    /// plus one frame; the rest guards against one that does not).
+    /// plus one frame; the rest guards against one that does not). A channel that can resume
+    /// also keeps what it sent until it is acknowledged: its window plus the payload that
+    /// crossed it.
     pub fn channel_bound(&self, n: NodeIdx) -> usize {
         let d = &self.nodes[n].data;
         let p = d.max_batch + self.net.max_read + (64 << 10);
-        let guard = if d.channel_flow {
-            2 * d.channel_window.max(plane::MIN_WINDOW) + plane::WINDOW_OVERSHOOT
+        let (guard, replay) = if d.channel_flow {
+            let w = d.channel_window.max(plane::MIN_WINDOW);
+            (2 * w + plane::WINDOW_OVERSHOOT, w + p)
         } else {
-            0
+            (0, 0)
         };
-        d.conn_high_water + guard + 2 * p + 4096
+        d.conn_high_water + guard + replay + 2 * p + 4096
     }
 
     /// The bound on everything a machine buffers: per link its high water mark (or the UDP

@@ -809,9 +809,30 @@ impl World {
     fn after_step(&mut self) {
         let touched = std::mem::take(&mut self.touched);
         for n in touched {
-            self.check_memory(n);
+            // The memory bounds are checked after every step; a machine holding thousands of
+            // channels is checked every `channels / 256` steps instead (each check walks every
+            // channel: checking each step would make a 10,000-channel run quadratic).
+            let channels = self.nodes[n].plane().channel_count() as u64;
+            if channels <= 1024 || self.steps.is_multiple_of(channels / 256) {
+                self.check_memory(n);
+            }
         }
         self.assert_ok();
+    }
+
+    /// [`World::run_until_pred`], with `pred` asked every `every` steps only (for predicates
+    /// that walk every application of a large world).
+    pub fn run_until_pred_every(
+        &mut self,
+        deadline: Instant,
+        every: u64,
+        mut pred: impl FnMut(&World) -> bool,
+    ) -> bool {
+        let mut n = 0u64;
+        self.run_until_pred(deadline, |w| {
+            n += 1;
+            n % every.max(1) == 1 && pred(w)
+        }) || pred(self)
     }
 
     fn dispatch(&mut self, ev: Ev) {

@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 
 use bytes::Bytes;
-use tracing::{debug, info};
+use tracing::debug;
 
 use super::{LinkEntry, PeerKey, Plane, Resume, Timer};
 use crate::session::backlog::Backlog;
@@ -229,7 +229,7 @@ impl Plane {
         }
         let suspended = self.stats.channels_suspended - suspended_before;
         if suspended > 0 {
-            info!(
+            debug!(
                 %link,
                 channels = suspended,
                 grace = ?self.timings.transport_grace,

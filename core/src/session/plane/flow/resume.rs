@@ -142,10 +142,10 @@ impl Plane {
             self.abort_channel(now, key, Some(dead), reason);
             return;
         }
-        self.suspend(now, key, dead);
+        self.suspend(now, key, dead, resume == Resume::Exact);
     }
 
-    fn suspend(&mut self, now: Instant, key: ChanKey, dead: LinkId) {
+    fn suspend(&mut self, now: Instant, key: ChanKey, dead: LinkId, exact: bool) {
         let grace = self.timings.transport_grace;
         let Some(ch) = self.channels.get_mut(&key) else {
             return;
@@ -155,6 +155,7 @@ impl Plane {
             ch.suspended = Some(Suspension {
                 since: now,
                 awaiting: false,
+                exact,
             });
             self.stats.channels_suspended += 1;
         } else if let Some(s) = &mut ch.suspended {
@@ -246,7 +247,9 @@ impl Plane {
         let keys: Vec<(ChanKey, PeerKey)> = self
             .channels
             .iter()
-            .filter(|(_, c)| c.relay.is_none() && c.suspended.is_some_and(|s| !s.awaiting))
+            .filter(|(_, c)| {
+                c.relay.is_none() && c.suspended.is_some_and(|s| s.exact && !s.awaiting)
+            })
             .map(|(k, c)| (*k, c.owner))
             .collect();
         if keys.is_empty() {
@@ -344,19 +347,11 @@ impl Plane {
         if !awaiting {
             // The peer asks: the channel moves here (from a lost link, or from one the peer
             // gave up on before we noticed), and we answer with our counts first.
-            let old = ch.link;
-            if old != link {
-                if self.links.contains_key(&old) && ch.suspended.is_none() {
-                    self.suspend(now, key, old);
-                }
-                self.by_wire.remove(&(old, channel));
-            }
+            self.move_to(now, key, link);
             let Some(ch) = self.channels.get_mut(&key) else {
                 return;
             };
-            ch.link = link;
             let (r, w) = ch.stream.resume_counts();
-            self.by_wire.insert((link, channel), key);
             self.send(
                 link,
                 &Message::ChannelResume {
@@ -367,6 +362,26 @@ impl Plane {
             );
         }
         self.complete_resume(now, key, received, written);
+    }
+
+    /// The peer continues channel `key` on `link`: it leaves its old link (suspended first if
+    /// that one is still up: the peer gave up on it before we noticed).
+    fn move_to(&mut self, now: Instant, key: ChanKey, link: LinkId) {
+        let Some(ch) = self.channels.get(&key) else {
+            return;
+        };
+        let (old, id) = (ch.link, ch.id);
+        if old != link {
+            if self.links.contains_key(&old) && ch.suspended.is_none() {
+                let exact = self.link_resume(old) == Resume::Exact;
+                self.suspend(now, key, old, exact);
+            }
+            self.by_wire.remove(&(old, id));
+        }
+        if let Some(ch) = self.channels.get_mut(&key) {
+            ch.link = link;
+        }
+        self.by_wire.insert((link, id), key);
     }
 
     /// Both sides have the other's counts: send again what the peer lacks, and go on.
@@ -593,23 +608,15 @@ impl Plane {
         let Some(ch) = self.channels.get(&key) else {
             return;
         };
-        let old = ch.link;
-        if old == link && ch.suspended.is_none() {
+        if ch.link == link && ch.suspended.is_none() {
             return;
         }
-        if old != link {
-            if self.links.contains_key(&old) && ch.suspended.is_none() {
-                self.suspend(now, key, old);
-            }
-            self.by_wire.remove(&(old, channel));
-        }
+        self.move_to(now, key, link);
         let Some(ch) = self.channels.get_mut(&key) else {
             return;
         };
-        ch.link = link;
         let was_suspended = ch.suspended.take().is_some();
         let held = ch.stream.take_held();
-        self.by_wire.insert((link, channel), key);
         self.finish_resume(now, key, held, was_suspended);
     }
 
@@ -684,6 +691,7 @@ impl Plane {
             ch.suspended = Some(Suspension {
                 since: now,
                 awaiting: false,
+                exact: true,
             });
             self.timers.set(Timer::Grace(key), now + grace);
         }
