@@ -239,6 +239,51 @@ fn silent_cut(seed: u64) -> World {
 }
 sim_test!(silent_cut_found_by_keepalive, 30, silent_cut);
 
+/// A UDP association outlives a dropped link: datagrams sent while it was down may be lost
+/// (UDP allows it), those sent after it came back reach their targets and their answers
+/// come back, and the association ends only when its application closes it.
+fn udp_survives(seed: u64) -> World {
+    let mut w = World::new(seed, None);
+    let f = w.setup_forward(|_, s, c| {
+        c.threads = 1;
+        resumable(&mut s.data);
+        resumable(&mut c.data);
+    });
+    let t0 = w.now;
+    let plan = UdpPlan {
+        datagrams: 40,
+        max_size: *w.rng.pick(&[512, 1400, 9000]),
+        gap: secs(0.1),
+        name_addr: w.rng.chance(0.5),
+        close_control: true,
+        stranger: false,
+    };
+    let a = w.spawn(AppSpec::new(f.socks, Plan::Udp(plan)), t0);
+    let ok = w.run_until_pred(plus(t0, 10.0), |w| w.apps[a].reply == Some(0));
+    assert!(ok, "no UDP association\n{}", w.describe());
+    let later = secs(0.3 + w.rng.unit());
+    w.run_for(later);
+    let refuse = w.rng.unit();
+    assert!(lose_link(&mut w, f.client, false, refuse));
+    let deadline = plus(w.now, 300.0);
+    w.finish(deadline, SETTLE);
+    let app = &w.apps[a];
+    assert!(
+        app.closed_self.is_some() && app.closed_by_machine.is_none(),
+        "the association did not outlive the link: {}",
+        app.summary()
+    );
+    let u = app.udp.as_ref().expect("udp");
+    assert!(
+        u.received.contains(&39),
+        "the last datagram, sent after the link was back, got no answer: {:?}",
+        u.received
+    );
+    assert_nothing_expired(&mut w, &[f.server, f.client]);
+    w
+}
+sim_test!(udp_association_survives_a_drop, 40, udp_survives);
+
 /// Links lost exactly while channels are being opened: Connects (and FastOpen data) in
 /// flight, dials running on the far side.
 fn connect_drops(seed: u64) -> World {
