@@ -1,7 +1,13 @@
 //! Structured fuzzing of the session machines: arbitrary sequences of inputs (frames, valid
 //! and not, SOCKS bytes, dial and bind results, link events, timer ticks) against a server and
-//! a client machine. The machines must never panic, and what they hold must stay bounded by
-//! their configuration however the inputs are ordered.
+//! a client machine. The machines must never panic, and what they hold (replay logs included)
+//! must stay bounded by their configuration however the inputs are ordered.
+//!
+//! The alphabet reaches the resume paths: links lost with channels open (suspended for the
+//! transport grace), new links of the same peer (server: `instance=` and `ext=flow,resume` in
+//! the query; client: a reopened link, Hello with the RESUME bit, AuthResponse), resume
+//! Connects and ChannelResume with arbitrary counts, for channel ids the machines chose
+//! themselves as well as fixed ones, and timers run past the grace.
 #![no_main]
 
 use std::net::SocketAddr;
@@ -16,13 +22,16 @@ use linksocks_core::session::{
     ReverseTokenSpec, ServerConfig, ServerMachine, SocksListen, UdpId,
 };
 use linksocks_core::time::Instant;
-use linksocks_core::wire::{self, Auth, Connect, Data, Message, Protocol, UdpTrailer};
+use linksocks_core::wire::{self, feature, Auth, Connect, Data, Message, Protocol, UdpTrailer};
 
 #[derive(Arbitrary, Debug)]
 enum Frame {
     Raw(Vec<u8>),
     Auth { token: u8, reverse: bool },
     Connect { ch: u8, udp: bool, host: u8, port: u16 },
+    /// The reference's resume Connect (trailing non-zero byte).
+    ConnectResume { ch: u8, udp: bool, host: u8, port: u16 },
+    AuthResponse { ok: bool },
     ConnectResponse { ch: u8, ok: bool },
     Data { ch: u8, udp: bool, len: u16, gzip: bool },
     Disconnect { ch: u8, err: bool },
@@ -31,11 +40,19 @@ enum Frame {
     Hello(u32, u32),
     Ack { ch: u8, bytes: u32 },
     NoWindow(u8),
+    ChannelResume { ch: u8, received: u64, written: u64 },
 }
 
 #[derive(Arbitrary, Debug)]
 enum Op {
-    Accept { query: u8 },
+    /// Server: a link accepted with a query built from these (token, extensions, flow window,
+    /// client instance). Client: nothing.
+    Accept { query: u8, ext: u8, window: Option<u32>, instance: u8 },
+    /// Client: link `link` opened, then Hello (CHANNEL_FLOW, RESUME if `resume`, plus `extra`
+    /// bits) unless `hello` is false, then AuthResponse `ok`: a reconnect in one op. Server: a
+    /// link of client instance 1 with `ext=flow,resume` authenticated by its query (forward
+    /// or reverse token by `link`).
+    Reconnect { link: u8, hello: bool, resume: bool, extra: u32, window: u32, ok: bool },
     Opened(u8),
     Message(u8, Frame),
     LinkClosed(u8),
@@ -61,8 +78,13 @@ struct Input {
 
 const TOKENS: [&str; 4] = ["fwd", "rev", "con", "nope"];
 
-fn frame(f: &Frame) -> Bytes {
-    let chan = |c: u8| ChannelId([c % 4; 16]);
+/// Channel ids by number: below 0x80 one of four fixed ids (a peer's own choice), else one
+/// the machine chose itself (SOCKS channels, relayed channels), if it has any.
+fn frame(f: &Frame, known: &[ChannelId]) -> Bytes {
+    let chan = |c: u8| match known.len() {
+        n if c >= 0x80 && n > 0 => known[(c & 0x7f) as usize % n],
+        _ => ChannelId([c % 4; 16]),
+    };
     let msg = match f {
         Frame::Raw(b) => return Bytes::copy_from_slice(b),
         Frame::Auth { token, reverse } => Message::Auth(Auth {
@@ -75,6 +97,15 @@ fn frame(f: &Frame) -> Bytes {
             channel: chan(*ch),
             target: (!*udp).then(|| (["127.0.0.1", "::1", "localhost", ""][*host as usize % 4].to_string(), *port)),
         }),
+        Frame::ConnectResume { ch, udp, host, port } => Message::ConnectResume(Connect {
+            protocol: if *udp { Protocol::Udp } else { Protocol::Tcp },
+            channel: chan(*ch),
+            target: (!*udp).then(|| (["127.0.0.1", "::1", "localhost", ""][*host as usize % 4].to_string(), *port)),
+        }),
+        Frame::AuthResponse { ok } => Message::AuthResponse {
+            success: *ok,
+            error: (!*ok).then(|| "invalid token".into()),
+        },
         Frame::ConnectResponse { ch, ok } => Message::ConnectResponse {
             success: *ok,
             channel: chan(*ch),
@@ -105,6 +136,11 @@ fn frame(f: &Frame) -> Bytes {
         Frame::Hello(features, window) => Message::Hello { features: *features, window: *window },
         Frame::Ack { ch, bytes } => Message::ChannelAck { channel: chan(*ch), bytes: *bytes },
         Frame::NoWindow(ch) => Message::ChannelNoWindow { channel: chan(*ch) },
+        Frame::ChannelResume { ch, received, written } => Message::ChannelResume {
+            channel: chan(*ch),
+            received: *received,
+            written: *written,
+        },
     };
     wire::encode::encode_to_bytes(&msg).unwrap_or_default()
 }
@@ -116,10 +152,61 @@ struct Seen {
     conns: Vec<ConnId>,
     udps: Vec<UdpId>,
     listeners: Vec<ListenerId>,
+    /// Channel ids the machine has held, oldest first (capped).
+    chans: Vec<ChannelId>,
 }
 
+const CHANS_MAX: usize = 128;
+
+impl Seen {
+    fn note_channels(&mut self, m: &linksocks_core::session::plane::Plane) {
+        for id in m.channel_ids() {
+            if self.chans.len() < CHANS_MAX && !self.chans.contains(&id) {
+                self.chans.push(id);
+            }
+        }
+    }
+}
+
+/// The `i`th handle modulo their number; 0xF0 and above: the newest (a link just reopened).
 fn pick<T: Copy>(v: &[T], i: u8) -> Option<T> {
-    (!v.is_empty()).then(|| v[i as usize % v.len()])
+    match v.len() {
+        0 => None,
+        n if i >= 0xF0 => Some(v[n - 1]),
+        n => Some(v[i as usize % n]),
+    }
+}
+
+/// Client instances: the Auth frame's is instance 1.
+const INSTANCES: [&str; 2] = ["01010101-0101-0101-0101-010101010101", "02020202-0202-0202-0202-020202020202"];
+
+fn query(token: u8, ext: u8, window: Option<u32>, instance: u8) -> String {
+    let hash = linksocks_core::session::client::token_hash;
+    let mut q: Vec<String> = Vec::new();
+    match token % 5 {
+        0 => {}
+        1 => q.push(format!("token={}&reverse=false", hash("fwd"))),
+        2 => q.push(format!("token={}&reverse=true", hash("rev"))),
+        3 => q.push(format!("token={}", hash("con"))),
+        _ => q.push("token=short".into()),
+    }
+    match ext % 4 {
+        0 => {}
+        1 => q.push("ext=flow".into()),
+        2 => q.push("ext=flow,resume".into()),
+        _ => q.push("ext=resume".into()),
+    }
+    if let Some(w) = window {
+        q.push(format!("flow_window={w}"));
+    }
+    if instance % 3 != 0 {
+        q.push(format!("instance={}", INSTANCES[(instance % 3 - 1) as usize]));
+    }
+    if q.is_empty() {
+        "/socket".into()
+    } else {
+        format!("/socket?{}", q.join("&"))
+    }
 }
 
 fn drain(m: &mut dyn Machine, seen: &mut Seen) {
@@ -173,16 +260,24 @@ fn run(input: &Input) {
         // Odd ops go to the client, even ones to the server: both see every kind of input.
         let (m, seen): (&mut dyn Machine, &mut Seen) = if i % 2 == 0 { (&mut server, &mut ss) } else { (&mut client, &mut cs) };
         match op {
-            Op::Accept { query } => {
+            Op::Accept { query: token, ext, window, instance } => {
                 if i % 2 == 0 {
-                    let q = match query % 4 {
-                        0 => "/socket".to_string(),
-                        1 => format!("/socket?token={}&reverse=false&ext=flow", linksocks_core::session::client::token_hash("fwd")),
-                        2 => format!("/socket?token={}&reverse=true", linksocks_core::session::client::token_hash("rev")),
-                        _ => "/socket?token=short".to_string(),
-                    };
-                    let l = server.handle_link_accept(now, &q);
+                    let l = server.handle_link_accept(now, &query(*token, *ext, *window, *instance));
                     ss.links.push(l);
+                }
+            }
+            Op::Reconnect { link, hello, resume, extra, window, ok } => {
+                if i % 2 == 0 {
+                    let token = if link % 2 == 0 { 1 } else { 2 };
+                    let l = server.handle_link_accept(now, &query(token, 2, Some(*window), 1));
+                    ss.links.push(l);
+                } else if let Some(l) = pick(&cs.links, *link) {
+                    client.handle_link_opened(now, l);
+                    if *hello {
+                        let features = feature::CHANNEL_FLOW | if *resume { feature::RESUME } else { 0 } | extra;
+                        client.handle_link_message(now, l, frame(&Frame::Hello(features, *window), &[]));
+                    }
+                    client.handle_link_message(now, l, frame(&Frame::AuthResponse { ok: *ok }, &[]));
                 }
             }
             Op::Opened(l) => {
@@ -194,7 +289,7 @@ fn run(input: &Input) {
             }
             Op::Message(l, f) => {
                 if let Some(l) = pick(&seen.links, *l) {
-                    m.handle_link_message(now, l, frame(f));
+                    m.handle_link_message(now, l, frame(f, &seen.chans));
                 }
             }
             Op::LinkClosed(l) => {
@@ -275,6 +370,8 @@ fn run(input: &Input) {
         }
         drain(&mut server, &mut ss);
         drain(&mut client, &mut cs);
+        ss.note_channels(server.plane());
+        cs.note_channels(client.plane());
         for p in [server.plane(), client.plane()] {
             assert!(p.buffered_bytes() < LIMIT, "held {} bytes", p.buffered_bytes());
         }
