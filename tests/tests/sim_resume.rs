@@ -107,7 +107,7 @@ fn forward_drops(seed: u64) -> World {
     assert_nothing_expired(&mut w, &[f.server, f.client]);
     w
 }
-sim_test!(forward_link_drops_within_grace, 200, forward_drops);
+sim_test!(forward_link_drops_within_grace, 300, forward_drops);
 
 fn reverse_drops(seed: u64) -> World {
     let mut w = World::new(seed, None);
@@ -133,7 +133,7 @@ fn reverse_drops(seed: u64) -> World {
     assert_nothing_expired(&mut w, &nodes);
     w
 }
-sim_test!(reverse_link_drops_within_grace, 150, reverse_drops);
+sim_test!(reverse_link_drops_within_grace, 200, reverse_drops);
 
 /// Agent mode: the provider's link, the connector's, or both, lost under traffic.
 fn agent_drops(seed: u64) -> World {
@@ -179,7 +179,7 @@ fn agent_drops(seed: u64) -> World {
     assert_nothing_expired(&mut w, &victims);
     w
 }
-sim_test!(agent_link_drops_within_grace, 150, agent_drops);
+sim_test!(agent_link_drops_within_grace, 200, agent_drops);
 
 /// A link cut silently (a NAT that forgot it): nothing arrives any more, nobody is told. Both
 /// ends find it dead by the keepalive within a minute of silence (plus up to one ping
