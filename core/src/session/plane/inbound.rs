@@ -222,6 +222,7 @@ impl Plane {
                     ch.phase = Phase::Open;
                 }
             } else {
+                self.remember_end(key, Ending::Refused(error.unwrap_or_default()));
                 self.remove_channel(key, false);
             }
             return;
@@ -315,6 +316,7 @@ impl Plane {
                 Some(r) if r.exact => {
                     r.ended[leg] = true;
                     if r.ended == [true, true] {
+                        self.remember_end(key, Ending::Clean);
                         self.remove_channel(key, false);
                     }
                 }

@@ -29,7 +29,7 @@ impl Plane {
         let key = self.next_chan;
         self.next_chan += 1;
         self.stats.channels_opened += 1;
-        let ch = Channel::new(
+        let mut ch = Channel::new(
             connect.channel,
             connect.protocol,
             from,
@@ -37,6 +37,8 @@ impl Plane {
             Side::Relay,
             now,
         );
+        // Kept to ask a provider back from a lost link about it (a resume Connect).
+        ch.target = connect.target.clone();
         self.channels.insert(key, ch);
         self.by_wire.insert((from, connect.channel), key);
         self.register_owner(key, from);
@@ -106,12 +108,17 @@ impl Plane {
         for frame in early {
             self.transmit(to, frame);
         }
-        if self
-            .channels
-            .get(&key)
-            .is_some_and(|c| c.pending_end.is_some())
-        {
-            self.remove_channel(key, false);
+        // The connector ended while it waited (its Disconnect went with the held frames). An
+        // exact relay still passes the provider's answers (its ConnectResponse, its end),
+        // which the connector, lingering, waits for; another one is done.
+        let Some(ch) = self.channels.get_mut(&key) else {
+            return;
+        };
+        if ch.pending_end.is_some() {
+            match ch.relay.as_deref_mut() {
+                Some(r) if r.exact => r.ended[0] = true,
+                _ => self.remove_channel(key, false),
+            }
         }
     }
 

@@ -479,7 +479,12 @@ impl Plane {
         let Some(ch) = self.channels.get_mut(&key) else {
             return false;
         };
-        if !ch.suspended.is_some_and(|s| s.awaiting) {
+        let awaiting = ch.suspended.is_some_and(|s| s.awaiting);
+        // Unasked, "channel expired" comes through a relay whose other end lost the channel's
+        // Connect with its link: one not yet confirmed connects again.
+        let relayed_loss =
+            error == Some(CHANNEL_EXPIRED) && ch.side == Side::Socks && !ch.confirmed;
+        if !awaiting && !relayed_loss {
             return false;
         }
         if error != Some(CHANNEL_EXPIRED) {
@@ -527,15 +532,22 @@ impl Plane {
         let Some(ch) = self.channels.get(&key) else {
             return;
         };
-        if ch.relay.is_some() || self.link_resume_of(ch) != Resume::Exact {
-            return;
-        }
-        let k = (ch.owner, ch.id);
-        if self.ended.insert(k, ending).is_none() {
-            self.ended_order.push_back(k);
-            if self.ended_order.len() > ENDED_MAX {
-                if let Some(old) = self.ended_order.pop_front() {
-                    self.ended.remove(&old);
+        // A relay answers for both ends: each may come back asking.
+        let owners = match &ch.relay {
+            Some(r) if r.exact => vec![ch.owner, r.route_owner],
+            Some(_) => return,
+            None if self.link_resume_of(ch) == Resume::Exact => vec![ch.owner],
+            None => return,
+        };
+        let id = ch.id;
+        for owner in owners {
+            let k = (owner, id);
+            if self.ended.insert(k, ending.clone()).is_none() {
+                self.ended_order.push_back(k);
+                if self.ended_order.len() > ENDED_MAX {
+                    if let Some(old) = self.ended_order.pop_front() {
+                        self.ended.remove(&old);
+                    }
                 }
             }
         }
@@ -590,21 +602,27 @@ impl Plane {
             .get(&(self.link_owner(link), channel))
             .copied()
             .filter(|k| {
-                self.channels.get(k).is_some_and(|c| {
-                    c.relay.is_none() && !c.stream.keep && c.protocol == connect.protocol
-                })
+                self.channels
+                    .get(k)
+                    .is_some_and(|c| c.relay.is_none() && c.protocol == connect.protocol)
             });
         let Some(key) = found else {
             debug!(%link, %channel, "resume Connect for a channel we do not hold");
-            self.send(
-                link,
-                &Message::Disconnect {
-                    channel,
-                    error: Some(CHANNEL_EXPIRED.into()),
-                },
-            );
+            self.answer_unknown(link, channel);
             return;
         };
+        let Some(ch) = self.channels.get(&key) else {
+            return;
+        };
+        if ch.stream.keep || ch.suspended.is_some_and(|s| s.exact) {
+            // Between our peers it is our relay asking: the end that lost the channel's
+            // other leg is back and did not ask for it itself. We ask, with our counts.
+            if ch.suspended.is_some_and(|s| !s.awaiting) && self.link_resume(link) == Resume::Exact
+            {
+                self.ask_resume(key, link);
+            }
+            return;
+        }
         let Some(ch) = self.channels.get(&key) else {
             return;
         };
@@ -765,6 +783,7 @@ impl Plane {
                 (r.awaiting.is_none() && dead).then_some((*k, other, rr, ww))
             })
             .collect();
+        self.probe_returning_ends();
         for (key, other, received, written) in waiting {
             let Some(owner) = self.leg_owner(key, other) else {
                 continue;
@@ -785,6 +804,54 @@ impl Plane {
             }
             self.by_wire.insert((to, id), key);
             self.forward_resume(to, id, received, written);
+        }
+    }
+
+    /// Relayed channels one of whose ends lost its link while the other did not (so nobody
+    /// asked to resume yet), that end being back: a resume Connect asks it to resume the
+    /// channel, or to say it never had it (its Connect was lost), which lets the other end
+    /// connect again.
+    fn probe_returning_ends(&mut self) {
+        let lost: Vec<(ChanKey, usize)> = self
+            .channels
+            .iter()
+            .filter_map(|(k, c)| {
+                let r = c.relay.as_deref()?;
+                if !r.exact || c.suspended.is_none() || r.held.is_some() || r.awaiting.is_some() {
+                    return None;
+                }
+                let dead = |i: usize| c.leg(i).is_none_or(|l| !self.links.contains_key(&l));
+                match (dead(0), dead(1)) {
+                    (false, true) => Some((*k, 1)),
+                    (true, false) => Some((*k, 0)),
+                    _ => None,
+                }
+            })
+            .collect();
+        for (key, leg) in lost {
+            let Some(owner) = self.leg_owner(key, leg) else {
+                continue;
+            };
+            let Some(to) = self.exact_link_of(owner) else {
+                continue;
+            };
+            let Some(ch) = self.channels.get_mut(&key) else {
+                continue;
+            };
+            let (id, protocol, target) = (ch.id, ch.protocol, ch.target.clone());
+            if let Some(old) = ch.leg(leg) {
+                self.by_wire.remove(&(old, id));
+            }
+            ch.set_leg(leg, to);
+            self.by_wire.insert((to, id), key);
+            self.send(
+                to,
+                &Message::ConnectResume(Connect {
+                    protocol,
+                    channel: id,
+                    target,
+                }),
+            );
         }
     }
 
