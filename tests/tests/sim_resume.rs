@@ -65,6 +65,15 @@ fn resumable(d: &mut DataConfig) {
     d.channel_flow = true;
 }
 
+/// A forward client with one link (none to continue on at once), both ends resuming.
+fn one_link_forward(w: &mut World) -> Forward {
+    w.setup_forward(|_, s, c| {
+        c.threads = 1;
+        resumable(&mut s.data);
+        resumable(&mut c.data);
+    })
+}
+
 fn stats(w: &mut World, n: NodeIdx) -> Stats {
     w.nodes[n].plane().stats.clone()
 }
@@ -187,11 +196,7 @@ sim_test!(agent_link_drops_within_grace, 200, agent_drops);
 /// connections that waited meanwhile complete.
 fn silent_cut(seed: u64) -> World {
     let mut w = World::new(seed, None);
-    let f = w.setup_forward(|_, s, c| {
-        c.threads = 1;
-        resumable(&mut s.data);
-        resumable(&mut c.data);
-    });
+    let f = one_link_forward(&mut w);
     let t0 = w.now;
     let n = w.rng.usize(1..6);
     let apps: Vec<usize> = (0..n)
@@ -244,11 +249,7 @@ sim_test!(silent_cut_found_by_keepalive, 30, silent_cut);
 /// come back, and the association ends only when its application closes it.
 fn udp_survives(seed: u64) -> World {
     let mut w = World::new(seed, None);
-    let f = w.setup_forward(|_, s, c| {
-        c.threads = 1;
-        resumable(&mut s.data);
-        resumable(&mut c.data);
-    });
+    let f = one_link_forward(&mut w);
     let t0 = w.now;
     let plan = UdpPlan {
         datagrams: 40,
@@ -572,11 +573,7 @@ sim_test!(resume_of_another_peers_channel, 20, foreign_owner);
 /// bounds (the invariants check them after every step), and all of them continue.
 fn many_suspended(seed: u64) -> World {
     let mut w = World::new(seed, Some(NetProfile::ideal()));
-    let f = w.setup_forward(|_, s, c| {
-        c.threads = 1;
-        resumable(&mut s.data);
-        resumable(&mut c.data);
-    });
+    let f = one_link_forward(&mut w);
     let t0 = w.now;
     const N: usize = 10_000;
     for i in 0..N {
