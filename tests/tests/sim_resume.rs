@@ -116,7 +116,7 @@ fn forward_drops(seed: u64) -> World {
     assert_nothing_expired(&mut w, &[f.server, f.client]);
     w
 }
-sim_test!(forward_link_drops_within_grace, 300, forward_drops);
+sim_test!(forward_link_drops_within_grace, 330, forward_drops);
 
 fn reverse_drops(seed: u64) -> World {
     let mut w = World::new(seed, None);
