@@ -42,9 +42,6 @@ const RECONNECT_MAX: Duration = Duration::from_millis(400);
 const GRACE: Duration = Duration::from_secs(30);
 /// Longest any one wait of this test may last.
 const DEADLINE: Duration = Duration::from_secs(30);
-/// See [`wait_suspended`]: how long the client is given to notice the reset once the server
-/// has (no API shows the client's suspended channels).
-const CLIENT_SETTLE: Duration = Duration::from_millis(500);
 const API_KEY: &str = "e2e-resume-memory-key";
 
 /// Each test measures the whole process: the two runtimes' tests must not overlap.
@@ -198,16 +195,14 @@ fn open_all(socks: &Socks5, echo: SocketAddr, n: usize) -> Vec<TcpStream> {
     })
 }
 
-/// Waits until the server holds every one of `n` channels with no link (all suspended), then
-/// gives the client [`CLIENT_SETTLE`] to do the same.
+/// Waits until the server holds every one of `n` channels with no link (all suspended), and
+/// the client has noticed its link is gone too.
 ///
-/// The server side is a condition: its `/metrics` show no link and still `n` channels (a
-/// channel without a link is either suspended or gone). The client's side is not observable
-/// from here: no API reports its links or suspended channels, and the attempts it makes to
-/// reconnect are refused by the relay before they are counted. The relay resets both ends of
-/// the link at the same moment, so the client gets its RST when the server does; the fixed
-/// [`CLIENT_SETTLE`] after the server's side is seen only covers the client's processing it.
-fn wait_suspended(api: &Api, n: usize) {
+/// The server side: its `/metrics` show no link and still `n` channels (a channel without a
+/// link is either suspended or gone). The client side: it tried to connect again (the relay
+/// refused the attempt), which it does only after it handled the loss of its link, channels
+/// suspended included.
+fn wait_suspended(api: &Api, relay: &Relay, n: usize) {
     wait::until("the server to lose its link", DEADLINE, || {
         metric(api, "linksocks_links") == 0
     });
@@ -217,7 +212,9 @@ fn wait_suspended(api: &Api, n: usize) {
         "the server lost its link and holds {held} channels of {n}: channels were not \
          suspended"
     );
-    std::thread::sleep(CLIENT_SETTLE);
+    wait::until("the client to try to reconnect", DEADLINE, || {
+        relay.refused() > 0
+    });
 }
 
 fn kib(k: u64) -> String {
@@ -268,7 +265,7 @@ fn thousand_suspended_channels_memory(rt: Rt) {
     relay.refuse_new(true);
     relay.reset_all();
     let reset_at = Instant::now();
-    wait_suspended(&api, n);
+    wait_suspended(&api, &relay, n);
     let (rss_suspended, fds_suspended) = (rss_kib(), fd_count());
     let suspended_for = reset_at.elapsed();
 

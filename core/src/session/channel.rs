@@ -121,7 +121,6 @@ pub struct Channel {
 /// A channel whose link was lost.
 #[derive(Copy, Clone, Debug)]
 pub struct Suspension {
-    pub since: Instant,
     /// We asked the peer to resume it (ChannelResume sent on `link`) and wait for its answer.
     pub awaiting: bool,
     /// It resumes byte-exactly with ChannelResume (else only by the reference's resume

@@ -58,6 +58,8 @@ struct Shared {
     /// Every connection accepted so far, in order (cut ones stay, so indexes are stable).
     pairs: Mutex<Vec<Pair>>,
     refusing: AtomicBool,
+    /// Connections refused while `refusing`.
+    refused: AtomicUsize,
     stopping: AtomicBool,
     accepted: AtomicUsize,
 }
@@ -76,6 +78,7 @@ impl Relay {
             upstream,
             pairs: Mutex::new(Vec::new()),
             refusing: AtomicBool::new(false),
+            refused: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
             accepted: AtomicUsize::new(0),
         });
@@ -91,6 +94,7 @@ impl Relay {
                     if sh.refusing.load(Ordering::SeqCst) {
                         // As a dead host's port would: the connection ends at once.
                         let _ = down.shutdown(Shutdown::Both);
+                        sh.refused.fetch_add(1, Ordering::SeqCst);
                         continue;
                     }
                     let Ok(up) = TcpStream::connect(sh.upstream) else {
@@ -118,6 +122,12 @@ impl Relay {
     /// `ws://` URL of the relay (for a client whose server is behind it).
     pub fn url(&self) -> String {
         format!("ws://{}", self.addr)
+    }
+
+    /// Connections refused so far (see [`Relay::refuse_new`]): a client that tried again
+    /// has noticed its link was gone.
+    pub fn refused(&self) -> usize {
+        self.shared.refused.load(Ordering::SeqCst)
     }
 
     /// Connections accepted and relayed so far (refused ones not counted).

@@ -153,7 +153,6 @@ impl Plane {
         let first = ch.suspended.is_none();
         if first {
             ch.suspended = Some(Suspension {
-                since: now,
                 awaiting: false,
                 exact,
             });
@@ -161,11 +160,10 @@ impl Plane {
         } else if let Some(s) = &mut ch.suspended {
             s.awaiting = false;
         }
+        // The leg that died can no longer answer a forwarded resume.
+        let dead_leg = (0..2).find(|i| ch.leg(*i) == Some(dead));
         if let Some(r) = &mut ch.relay {
-            // The leg that died can no longer answer a forwarded resume.
-            if r.awaiting
-                .is_some_and(|i| ch_leg(&ch.local, ch.link, i) == Some(dead))
-            {
+            if r.awaiting.is_some() && r.awaiting == dead_leg {
                 r.awaiting = None;
             }
         }
@@ -707,7 +705,6 @@ impl Plane {
         };
         if ch.suspended.is_none() {
             ch.suspended = Some(Suspension {
-                since: now,
                 awaiting: false,
                 exact: true,
             });
@@ -864,14 +861,5 @@ impl Plane {
                 written,
             },
         );
-    }
-}
-
-/// A relayed channel's leg `i` (as [`Channel::leg`], for use while the channel is borrowed).
-fn ch_leg(local: &Local, link: LinkId, i: usize) -> Option<LinkId> {
-    match (i, local) {
-        (0, _) => Some(link),
-        (1, Local::Route(r)) => *r,
-        _ => None,
     }
 }
