@@ -6,7 +6,6 @@ use super::flow::resume::Ending;
 use super::{ConnEntry, ConnState, Plane, Timer};
 use crate::addr::TargetAddr;
 use crate::ids::ChannelId;
-use crate::session::backlog::Backlog;
 use crate::session::channel::{ChanKey, Channel, Local, Phase, Side, UdpLocal};
 use crate::session::output::Output;
 use crate::session::{ConnId, LinkId, UdpId};
@@ -46,17 +45,8 @@ impl Plane {
                 self.channels.insert(key, ch);
                 self.by_wire.insert((link, connect.channel), key);
                 self.register_owner(key, link);
-                self.conns.insert(
-                    conn,
-                    ConnEntry {
-                        state: ConnState::Channel(key),
-                        backlog: Backlog::new(self.data.conn_high_water, self.data.conn_low_water),
-                        read_paused: false,
-                        parked_on: None,
-                        blocking: None,
-                        control: 0,
-                    },
-                );
+                self.conns
+                    .insert(conn, self.conn_entry(ConnState::Channel(key)));
                 let target = TargetAddr::from_host_port(&host, port);
                 trace!(%link, channel = %connect.channel, %target, "dial");
                 self.out.push_back(Output::Dial {

@@ -6,12 +6,9 @@ use std::net::SocketAddr;
 use bytes::Bytes;
 use tracing::info;
 
-use super::{
-    canonical, unspecified, ConnEntry, ConnState, ListenerEntry, Plane, SocksRequest, Timer,
-};
+use super::{canonical, unspecified, ConnState, ListenerEntry, Plane, SocksRequest, Timer};
 use crate::addr::TargetAddr;
 use crate::ids::ChannelId;
-use crate::session::backlog::Backlog;
 use crate::session::channel::{ChanKey, Channel, Local, Phase, Side, UdpLocal};
 use crate::session::config::SocksListen;
 use crate::session::output::{Event, Output};
@@ -72,19 +69,12 @@ impl Plane {
         let socks = Box::new(SocksServer::new(l.socks.credentials.clone()));
         self.conns.insert(
             conn,
-            ConnEntry {
-                state: ConnState::Handshake {
-                    socks,
-                    listener,
-                    peer,
-                    local,
-                },
-                backlog: Backlog::new(self.data.conn_high_water, self.data.conn_low_water),
-                read_paused: false,
-                parked_on: None,
-                blocking: None,
-                control: 0,
-            },
+            self.conn_entry(ConnState::Handshake {
+                socks,
+                listener,
+                peer,
+                local,
+            }),
         );
         self.timers
             .set(Timer::Conn(conn), now + self.timings.handshake_timeout);

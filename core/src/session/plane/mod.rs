@@ -263,6 +263,18 @@ impl Plane {
         h
     }
 
+    /// A local socket's entry, nothing queued or paused yet.
+    fn conn_entry(&self, state: ConnState) -> ConnEntry {
+        ConnEntry {
+            state,
+            backlog: Backlog::new(self.data.conn_high_water, self.data.conn_low_water),
+            read_paused: false,
+            parked_on: None,
+            blocking: None,
+            control: 0,
+        }
+    }
+
     pub fn new_link_id(&mut self) -> LinkId {
         LinkId(self.handle())
     }
