@@ -485,7 +485,10 @@ fn reporting_source(ends: mpsc::Sender<(Result<(), io::ErrorKind>, Instant)>) ->
     let ends = Mutex::new(ends);
     TcpServer::start("127.0.0.1:0", move |mut s| {
         let _ = s.set_write_timeout(Some(IO_TIMEOUT));
-        let r = send_pattern(&mut s, SEED, LEN).map(|_| ());
+        // Far more than every buffer between it and the application holds (socket buffers,
+        // link queues, a flow window on each side: tens of MiB on loopback), so it cannot
+        // finish while its channel is held: only the end of the channel stops it.
+        let r = send_pattern(&mut s, SEED, 1 << 30).map(|_| ());
         let _ = s.shutdown(Shutdown::Write);
         let _ = ends
             .lock()
