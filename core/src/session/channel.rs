@@ -106,6 +106,9 @@ pub struct Channel {
     pub owner: PeerKey,
     /// Its link was lost: it waits, within the transport grace, to continue on another.
     pub suspended: Option<Suspension>,
+    /// After a resume in which both sides asked on different links: the link the peer sends
+    /// on (we send on `link`). Its frames are accepted, and its loss suspends the channel.
+    pub alias: Option<LinkId>,
     /// Relayed: how its two legs resume.
     pub relay: Option<Box<RelayResume>>,
     /// We ended it (`Some(error text)`): the Disconnect is sent, its local socket is closed,
@@ -176,6 +179,7 @@ impl Channel {
             window_full: false,
             owner: PeerKey::default(),
             suspended: None,
+            alias: None,
             relay: None,
             closing: None,
             on_link: 0,

@@ -157,6 +157,9 @@ impl Plane {
             self.unblock_link(l);
         }
         self.by_wire.remove(&(ch.link, ch.id));
+        if let Some(a) = ch.alias {
+            self.by_wire.remove(&(a, ch.id));
+        }
         self.by_owner.remove(&(ch.owner, ch.id));
         if let Some(r) = &ch.relay {
             self.by_owner.remove(&(r.route_owner, ch.id));

@@ -209,7 +209,9 @@ impl Plane {
             .channels
             .iter()
             .filter(|(_, c)| {
-                c.link == link || matches!(c.local, Local::Route(Some(o)) if o == link)
+                c.link == link
+                    || c.alias == Some(link)
+                    || matches!(c.local, Local::Route(Some(o)) if o == link)
             })
             .map(|(k, _)| *k)
             .collect();

@@ -87,23 +87,16 @@ impl Plane {
             .map_or(PeerKey::default(), |l| l.owner)
     }
 
-    /// The channel a message from `link` names: the one on that link, or one of the same peer
-    /// that resumed on another of its links (after a resume each side keeps sending on the
-    /// link it chose; with several links the two may differ, and both are the peer's).
+    /// The channel a message from `link` names: the one on that link, or the one whose peer
+    /// sends on that link after a resume in which the two sides asked on different links
+    /// (each keeps sending on the link it asked on). Never one on another link: frames still
+    /// coming from a link a channel has left would arrive twice.
     pub(in crate::session::plane) fn channel_on(
         &self,
         link: LinkId,
         channel: ChannelId,
     ) -> Option<ChanKey> {
-        if let Some(k) = self.by_wire.get(&(link, channel)) {
-            return Some(*k);
-        }
-        if self.link_resume(link) != Resume::Exact {
-            return None;
-        }
-        let key = *self.by_owner.get(&(self.link_owner(link), channel))?;
-        let ch = self.channels.get(&key)?;
-        (ch.relay.is_none() && ch.suspended.is_none()).then_some(key)
+        self.by_wire.get(&(link, channel)).copied()
     }
 
     /// A new channel on `link`: it keeps what it sends when the link can resume it exactly.
@@ -176,6 +169,7 @@ impl Plane {
         }
         let conn = ch.conn();
         self.by_wire.remove(&(dead, id));
+        self.set_alias(key, None);
         // A connect deadline waits with the channel; it starts again on resume.
         self.timers.cancel(Timer::Chan(key));
         // What the batch holds goes to the log, to leave on resume.
@@ -342,6 +336,10 @@ impl Plane {
         // Asked ourselves, on this link or another of the peer's: this is the answer (or
         // the peer's own request, crossing ours; either carries what we need).
         let awaiting = ch.suspended.is_some_and(|s| s.awaiting);
+        if awaiting && ch.link != link {
+            // Both asked, on different links: we keep sending on ours, the peer on its own.
+            self.set_alias(key, Some(link));
+        }
         if !awaiting {
             // The peer asks: the channel moves here (from a lost link, or from one the peer
             // gave up on before we noticed), and we answer with our counts first.
@@ -365,6 +363,7 @@ impl Plane {
     /// The peer continues channel `key` on `link`: it leaves its old link (suspended first if
     /// that one is still up: the peer gave up on it before we noticed).
     fn move_to(&mut self, now: Instant, key: ChanKey, link: LinkId) {
+        self.set_alias(key, None);
         let Some(ch) = self.channels.get(&key) else {
             return;
         };
@@ -380,6 +379,23 @@ impl Plane {
             ch.link = link;
         }
         self.by_wire.insert((link, id), key);
+    }
+
+    /// The link the peer sends channel `key` on when it is not the channel's own (see
+    /// [`crate::session::channel::Channel::alias`]).
+    pub(in crate::session::plane) fn set_alias(&mut self, key: ChanKey, alias: Option<LinkId>) {
+        let Some(ch) = self.channels.get_mut(&key) else {
+            return;
+        };
+        let id = ch.id;
+        if let Some(old) = std::mem::replace(&mut ch.alias, alias) {
+            if old != ch.link {
+                self.by_wire.remove(&(old, id));
+            }
+        }
+        if let Some(a) = alias {
+            self.by_wire.insert((a, id), key);
+        }
     }
 
     /// Both sides have the other's counts: send again what the peer lacks, and go on.
