@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant as StdInstant};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, Bytes};
 use event_listener::Event;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use linksocks_core::addr::TargetAddr;
@@ -22,12 +22,15 @@ use linksocks_core::session::{
 use linksocks_core::time::Instant;
 use tracing::{debug, error, info, warn};
 
+use crate::read_buf::ReadBuffers;
 use crate::{RunEvent, Runtime};
 
 /// Smallest and largest read from a local socket. Reads start small so that idle connections
 /// hold little memory, and grow while the socket keeps filling them.
 const READ_MIN: usize = 4 << 10;
 const READ_MAX: usize = 256 << 10;
+/// A busy socket's spare read chunks are let go after this long without data.
+const READ_QUIET: Duration = Duration::from_millis(250);
 /// Largest UDP datagram.
 const UDP_MAX: usize = 65_535;
 /// Datagrams queued toward one UDP socket before new ones are dropped (UDP is lossy anyway).
@@ -149,49 +152,115 @@ type TryWriteVectored =
 
 /// Largest frame written on the spot.
 const DIRECT_FRAME_MAX: usize = 16 << 10;
+/// Most frames, and bytes, in one write on the spot (an iovec pair each).
+const DIRECT_BATCH_FRAMES: usize = 64;
+const DIRECT_BATCH_BYTES: usize = 64 << 10;
 
 impl LinkHandle {
     /// Write `cmd` now if it can go out whole at once, else hand it (or its rest) to the writer
     /// task. A frame written whole is added to `sent`, for the caller to report.
-    fn send(&mut self, link: LinkId, mut cmd: LinkCmd, sent: &mut Vec<(LinkId, usize)>) {
-        if let (0, Some(d)) = (self.queued.load(Ordering::SeqCst), self.direct.as_mut()) {
-            use crate::ws::Outgoing;
-            let now = match cmd {
-                LinkCmd::Frame(f) if f.len() <= DIRECT_FRAME_MAX => {
-                    let n = f.len();
-                    Ok((Outgoing::Binary(f), n))
-                }
-                LinkCmd::Ping => Ok((Outgoing::Ping, 0)),
-                LinkCmd::Pong(p) => Ok((Outgoing::Pong(p), 0)),
-                other => Err(other),
-            };
-            match now {
-                Err(other) => cmd = other,
-                Ok((msg, len)) => {
-                    let (mut header, mut payload) = d.framer.encode(msg);
-                    let iov = [
-                        std::io::IoSlice::new(&header),
-                        std::io::IoSlice::new(&payload),
-                    ];
-                    // An error is left for the writer task to meet and report.
-                    let mut n = (d.write)(&iov).unwrap_or(0);
-                    if n == header.len() + payload.len() {
-                        if len > 0 {
-                            sent.push((link, len));
-                        }
-                        return;
-                    }
-                    let h = n.min(header.len());
-                    header.advance(h);
-                    n -= h;
-                    payload.advance(n);
-                    cmd = LinkCmd::Rest {
-                        bytes: vec![header, payload],
-                        sent: len,
-                    };
-                }
+    fn send(&mut self, link: LinkId, cmd: LinkCmd, sent: &mut Vec<(LinkId, usize)>) {
+        use crate::ws::Outgoing;
+        let msg = match cmd {
+            LinkCmd::Frame(f) if f.len() <= DIRECT_FRAME_MAX => Outgoing::Binary(f),
+            LinkCmd::Ping => Outgoing::Ping,
+            LinkCmd::Pong(p) => Outgoing::Pong(p),
+            other => return self.queue(other),
+        };
+        self.write_on_the_spot(link, vec![msg], sent);
+    }
+
+    /// Frames for the link, in order: those that fit go out in one vectored write.
+    fn send_frames(&mut self, link: LinkId, frames: Vec<Bytes>, sent: &mut Vec<(LinkId, usize)>) {
+        use crate::ws::Outgoing;
+        let mut group = Vec::new();
+        let mut group_len = 0;
+        for f in frames {
+            if f.len() > DIRECT_FRAME_MAX {
+                self.write_on_the_spot(link, std::mem::take(&mut group), sent);
+                group_len = 0;
+                self.queue(LinkCmd::Frame(f));
+                continue;
             }
+            if group.len() == DIRECT_BATCH_FRAMES || group_len + f.len() > DIRECT_BATCH_BYTES {
+                self.write_on_the_spot(link, std::mem::take(&mut group), sent);
+                group_len = 0;
+            }
+            group_len += f.len();
+            group.push(Outgoing::Binary(f));
         }
+        self.write_on_the_spot(link, group, sent);
+    }
+
+    /// Write `msgs` with one non-blocking vectored write while the writer task has nothing
+    /// queued (else queue them behind); what the socket did not take goes to the task.
+    fn write_on_the_spot(
+        &mut self,
+        link: LinkId,
+        msgs: Vec<crate::ws::Outgoing>,
+        sent: &mut Vec<(LinkId, usize)>,
+    ) {
+        use crate::ws::Outgoing;
+        let frame_len = |m: &Outgoing| match m {
+            Outgoing::Binary(f) => f.len(),
+            _ => 0,
+        };
+        let d = match (self.queued.load(Ordering::SeqCst), self.direct.as_mut()) {
+            (0, Some(d)) if !msgs.is_empty() => d,
+            _ => {
+                for m in msgs {
+                    self.queue(match m {
+                        Outgoing::Binary(f) => LinkCmd::Frame(f),
+                        Outgoing::Ping => LinkCmd::Ping,
+                        Outgoing::Pong(p) => LinkCmd::Pong(p),
+                        Outgoing::Close => LinkCmd::Close,
+                    });
+                }
+                return;
+            }
+        };
+        // Header and payload of each message, and the frame bytes each counts as sent.
+        let mut segments = Vec::with_capacity(2 * msgs.len());
+        let mut lens = Vec::with_capacity(msgs.len());
+        for m in msgs {
+            lens.push(frame_len(&m));
+            let (header, payload) = d.framer.encode(m);
+            segments.push(header);
+            segments.push(payload);
+        }
+        let iov: Vec<std::io::IoSlice<'_>> =
+            segments.iter().map(|b| std::io::IoSlice::new(b)).collect();
+        // An error is left for the writer task to meet and report.
+        let mut n = (d.write)(&iov).unwrap_or(0);
+        drop(iov);
+        let mut whole = 0;
+        let mut done = 0;
+        for (pair, len) in segments.chunks_mut(2).zip(&lens) {
+            let size = pair[0].len() + pair[1].len();
+            if n < size {
+                let h = n.min(pair[0].len());
+                pair[0].advance(h);
+                pair[1].advance(n - h);
+                break;
+            }
+            n -= size;
+            whole += len;
+            done += 1;
+        }
+        if whole > 0 {
+            sent.push((link, whole));
+        }
+        if done == lens.len() {
+            return;
+        }
+        self.queue(LinkCmd::Rest {
+            bytes: segments.split_off(2 * done),
+            sent: lens[done..].iter().sum(),
+        });
+    }
+
+    /// Hand `cmd` to the writer task.
+    fn queue(&mut self, cmd: LinkCmd) {
         self.queued.fetch_add(1, Ordering::SeqCst);
         let _ = self.tx.try_send(cmd);
     }
@@ -400,14 +469,33 @@ impl<R: Runtime, P: Role<R>> Driver<R, P> {
     }
 
     fn dispatch_outputs(self: &Arc<Self>, st: &mut State<P::M>, done: &mut WrittenOnTheSpot) {
+        // Frames in a row for one link go out in one write (a Data and the end after it, an
+        // answer that waited for company).
+        let mut frames: Option<(LinkId, Vec<Bytes>)> = None;
+        let flush = |st: &mut State<P::M>,
+                     frames: &mut Option<(LinkId, Vec<Bytes>)>,
+                     done: &mut WrittenOnTheSpot| {
+            if let Some((link, list)) = frames.take() {
+                if let Some(h) = st.links.get_mut(&link) {
+                    h.send_frames(link, list, &mut done.links);
+                }
+            }
+        };
         while let Some(o) = st.machine.poll_output() {
-            match o {
-                Output::OpenLink { link, url } => P::open_link(self, link, url),
-                Output::Transmit { link, frame } => {
-                    if let Some(h) = st.links.get_mut(&link) {
-                        h.send(link, LinkCmd::Frame(frame), &mut done.links);
+            if let Output::Transmit { link, frame } = o {
+                match &mut frames {
+                    Some((l, list)) if *l == link => list.push(frame),
+                    _ => {
+                        flush(st, &mut frames, done);
+                        frames = Some((link, vec![frame]));
                     }
                 }
+                continue;
+            }
+            flush(st, &mut frames, done);
+            match o {
+                Output::OpenLink { link, url } => P::open_link(self, link, url),
+                Output::Transmit { .. } => {} // taken above
                 Output::Ping { link } => {
                     if let Some(h) = st.links.get_mut(&link) {
                         h.send(link, LinkCmd::Ping, &mut done.links);
@@ -503,6 +591,7 @@ impl<R: Runtime, P: Role<R>> Driver<R, P> {
                 Output::Event(e) => self.event(st, e),
             }
         }
+        flush(st, &mut frames, done);
     }
 
     fn event(&self, st: &mut State<P::M>, e: MachineEvent) {
@@ -838,22 +927,39 @@ impl<R: Runtime, P: Role<R>> Driver<R, P> {
         // Reads land behind room for a Data header, so the machine can frame them in place.
         const ROOM: usize = linksocks_core::wire::DATA_HEADER_LEN;
         let mut size = READ_MIN;
-        let mut buf = BytesMut::new();
+        let mut bufs = ReadBuffers::new();
         loop {
             gate.wait().await;
-            buf.reserve(ROOM + size);
-            // Zeroing only the part not yet initialised would need unsafe; the cost is one
-            // memset per byte read, small next to the copies a socket read implies.
-            buf.resize(ROOM + size, 0);
-            let r = s.read(&mut buf[ROOM..]).await;
+            let r = if bufs.holds_spares() {
+                // Chunks kept for a busy socket go back once it falls quiet.
+                let quiet = self.rt.sleep_until(StdInstant::now() + READ_QUIET);
+                match futures_lite::future::or(
+                    async { Some(s.read(&mut bufs.prepare(ROOM + size)[ROOM..]).await) },
+                    async {
+                        quiet.await;
+                        None
+                    },
+                )
+                .await
+                {
+                    Some(r) => r,
+                    None => {
+                        // Nothing was read: the read future gave up nothing when dropped.
+                        bufs.take(0);
+                        bufs.release_idle();
+                        s.read(&mut bufs.prepare(ROOM + size)[ROOM..]).await
+                    }
+                }
+            } else {
+                s.read(&mut bufs.prepare(ROOM + size)[ROOM..]).await
+            };
             match r {
                 Ok(0) => {
                     self.with(|m, now| m.handle_conn_closed(now, conn, None));
                     return;
                 }
                 Ok(n) => {
-                    buf.truncate(ROOM + n);
-                    let data = buf.split();
+                    let data = bufs.take(ROOM + n);
                     size = if n == size {
                         (size * 2).min(READ_MAX)
                     } else if n < size / 8 {

@@ -79,6 +79,7 @@ mod http;
 mod link;
 mod proxy;
 pub mod proxy_url;
+mod read_buf;
 mod server;
 mod tls;
 mod ws;

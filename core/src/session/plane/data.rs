@@ -4,7 +4,7 @@
 use bytes::{Bytes, BytesMut};
 use tracing::debug;
 
-use super::{is_error_text, ConnEntry, ConnState, Plane, SocksRequest, Timer};
+use super::{is_error_text, ConnState, Plane, SocksRequest, Timer};
 use crate::ids::ChannelId;
 use crate::session::batch::Ready;
 use crate::session::channel::{ChanKey, Local, Phase, Side};
@@ -46,11 +46,7 @@ impl Plane {
             return None;
         }
         let len = buf.len() - DATA_HEADER_LEN;
-        if let Some(ConnEntry {
-            state: ConnState::Channel(key),
-            ..
-        }) = self.conns.get(&conn)
-        {
+        if let Some(ConnState::Channel(key)) = self.conns.get(&conn).map(|c| &c.state) {
             let key = *key;
             let busy = self
                 .channels
@@ -187,7 +183,7 @@ impl Plane {
         {
             match side {
                 Side::Socks => self.finish_channel(now, key, end.as_deref()),
-                _ => self.peer_ended(key, end.as_deref().is_some_and(is_error_text)),
+                _ => self.peer_ended(now, key, end.as_deref().is_some_and(is_error_text)),
             }
         }
     }

@@ -3,7 +3,7 @@
 use tracing::{debug, trace};
 
 use super::flow::resume::Ending;
-use super::{ConnEntry, ConnState, Plane, Timer};
+use super::{ConnState, Plane, Timer};
 use crate::addr::TargetAddr;
 use crate::ids::ChannelId;
 use crate::session::channel::{ChanKey, Channel, Local, Phase, Side, UdpLocal};
@@ -42,7 +42,7 @@ impl Plane {
                     now,
                 );
                 ch.windowed = self.windowed(link);
-                self.channels.insert(key, ch);
+                self.channels.insert(key, Box::new(ch));
                 self.by_wire.insert((link, connect.channel), key);
                 self.register_owner(key, link);
                 self.conns
@@ -75,7 +75,7 @@ impl Plane {
                     now,
                 );
                 ch.phase = Phase::Binding;
-                self.channels.insert(key, ch);
+                self.channels.insert(key, Box::new(ch));
                 self.by_wire.insert((link, connect.channel), key);
                 self.register_owner(key, link);
                 self.udps.insert(udp, key);
@@ -123,11 +123,7 @@ impl Plane {
     }
 
     pub fn dial_result(&mut self, now: Instant, conn: ConnId, result: Result<(), String>) {
-        let Some(ConnEntry {
-            state: ConnState::Channel(key),
-            ..
-        }) = self.conns.get(&conn)
-        else {
+        let Some(ConnState::Channel(key)) = self.conns.get(&conn).map(|c| &c.state) else {
             // The channel ended while the dial ran: drop the socket.
             if result.is_ok() {
                 self.out.push_back(Output::Close { conn, abort: true });

@@ -247,7 +247,7 @@ impl Plane {
                 ch.pending_end = eof.then_some(None);
                 let target = (request.target.host_string(), request.target.port());
                 ch.target = Some(target.clone());
-                self.channels.insert(key, ch);
+                self.channels.insert(key, Box::new(ch));
                 self.by_wire.insert((link, id), key);
                 self.register_owner(key, link);
                 if let Some(e) = self.conns.get_mut(&conn) {
@@ -307,7 +307,7 @@ impl Plane {
                     now,
                 );
                 ch.phase = Phase::Binding;
-                self.channels.insert(key, ch);
+                self.channels.insert(key, Box::new(ch));
                 self.by_wire.insert((link, id), key);
                 self.register_owner(key, link);
                 self.udps.insert(udp, key);

@@ -360,12 +360,12 @@ impl Plane {
                 );
             }
         }
-        self.peer_ended(key, abort);
+        self.peer_ended(now, key, abort);
     }
 
     /// The peer ended the channel (its Disconnect, after its data): forget it. A peer that
     /// resumes exactly lingers until it hears our end too, so it gets one.
-    pub(super) fn peer_ended(&mut self, key: ChanKey, abort: bool) {
+    pub(super) fn peer_ended(&mut self, now: Instant, key: ChanKey, abort: bool) {
         let ending = if abort {
             Ending::Reset("connection reset".into())
         } else {
@@ -375,7 +375,9 @@ impl Plane {
         if let Some(ch) = self.channels.get(&key) {
             if ch.stream.keep && ch.suspended.is_none() {
                 let (link, channel) = (ch.link, ch.id);
-                self.send(
+                // Nothing here waits for it; the peer only lingers until it comes.
+                self.send_deferred(
+                    now,
                     link,
                     &Message::Disconnect {
                         channel,

@@ -189,6 +189,7 @@ impl Plane {
             }
             Timer::Batch(key) => self.flush_batch(now, key),
             Timer::Grace(key) => self.grace_expired(now, key),
+            Timer::Deferred(link) => self.flush_deferred(link),
             Timer::Chan(key) => {
                 let Some(ch) = self.channels.get(&key) else {
                     return;

@@ -33,6 +33,7 @@ impl Plane {
                 head_written: 0,
                 owner: PeerKey::default(),
                 resume: Resume::Off,
+                deferred: Vec::new(),
             },
         );
     }
@@ -61,12 +62,53 @@ impl Plane {
         let Some(l) = self.links.get_mut(&link) else {
             return false;
         };
+        if !l.deferred.is_empty() {
+            self.flush_deferred(link);
+        }
+        let Some(l) = self.links.get_mut(&link) else {
+            return false;
+        };
         l.backlog.add(frame.len());
         l.in_order.push_back((key, frame.len()));
         self.stats.frames_to_links += 1;
         self.stats.bytes_to_links += frame.len() as u64;
         self.out.push_back(Output::Transmit { link, frame });
         true
+    }
+
+    /// Queue a frame that may wait for the next one (see [`super::LinkEntry::deferred`]).
+    pub(super) fn send_deferred(&mut self, now: Instant, link: LinkId, msg: &Message) {
+        let frame = match wire::encode::encode_to_bytes(msg) {
+            Ok(f) => f,
+            Err(e) => {
+                debug!(%link, error = %e, "cannot encode {}", msg.name());
+                return;
+            }
+        };
+        let Some(l) = self.links.get_mut(&link) else {
+            return;
+        };
+        l.deferred.push(frame);
+        if l.deferred.len() == 1 {
+            self.timers.set(Timer::Deferred(link), now + super::DEFER);
+        } else if l.deferred.len() >= super::DEFER_MAX {
+            self.flush_deferred(link);
+        }
+    }
+
+    /// Send the deferred frames of `link` now.
+    pub(super) fn flush_deferred(&mut self, link: LinkId) {
+        self.timers.cancel(Timer::Deferred(link));
+        let Some(l) = self.links.get_mut(&link) else {
+            return;
+        };
+        for frame in std::mem::take(&mut l.deferred) {
+            l.backlog.add(frame.len());
+            l.in_order.push_back((None, frame.len()));
+            self.stats.frames_to_links += 1;
+            self.stats.bytes_to_links += frame.len() as u64;
+            self.out.push_back(Output::Transmit { link, frame });
+        }
     }
 
     /// Encode and queue a control message.
@@ -202,6 +244,7 @@ impl Plane {
         };
         self.timers.cancel(Timer::Ping(link));
         self.timers.cancel(Timer::Pong(link));
+        self.timers.cancel(Timer::Deferred(link));
         for other in l.paused_links {
             self.unblock_link(other);
         }

@@ -73,6 +73,8 @@ pub enum Timer {
     Auth(LinkId),
     /// A suspended channel's transport grace runs out.
     Grace(ChanKey),
+    /// Deferred frames of a link go out even though nothing else did.
+    Deferred(LinkId),
 }
 
 /// Counters for logs and metrics.
@@ -126,7 +128,16 @@ pub struct LinkEntry {
     pub owner: PeerKey,
     /// How channels of this link survive its loss.
     pub resume: Resume,
+    /// Frames nobody waits for at once (answers to the peer's ends), sent ahead of the next
+    /// frame or after [`DEFER`]: on a busy link they cost no write of their own.
+    deferred: Vec<Bytes>,
 }
+
+/// How long a deferred frame may wait for company. Only the peer's memory waits on it (a
+/// channel lingering for our answer), bounded by its transport grace, far longer.
+const DEFER: std::time::Duration = std::time::Duration::from_millis(20);
+/// More deferred frames than this go at once.
+const DEFER_MAX: usize = 64;
 
 enum ConnState {
     /// SOCKS5 handshake in progress.
@@ -202,9 +213,9 @@ pub struct Plane {
     pub links: BTreeMap<LinkId, LinkEntry>,
     pub listeners: BTreeMap<ListenerId, ListenerEntry>,
     pub stats: Stats,
-    conns: BTreeMap<ConnId, ConnEntry>,
+    conns: BTreeMap<ConnId, Box<ConnEntry>>,
     udps: BTreeMap<UdpId, ChanKey>,
-    channels: BTreeMap<ChanKey, Channel>,
+    channels: BTreeMap<ChanKey, Box<Channel>>,
     by_wire: BTreeMap<(LinkId, ChannelId), ChanKey>,
     /// Every channel by its peer and id, whichever link it is on (or none): where a resume
     /// looks for it.
@@ -264,15 +275,15 @@ impl Plane {
     }
 
     /// A local socket's entry, nothing queued or paused yet.
-    fn conn_entry(&self, state: ConnState) -> ConnEntry {
-        ConnEntry {
+    fn conn_entry(&self, state: ConnState) -> Box<ConnEntry> {
+        Box::new(ConnEntry {
             state,
             backlog: Backlog::new(self.data.conn_high_water, self.data.conn_low_water),
             read_paused: false,
             parked_on: None,
             blocking: None,
             control: 0,
-        }
+        })
     }
 
     pub fn new_link_id(&mut self) -> LinkId {

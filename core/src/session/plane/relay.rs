@@ -39,7 +39,7 @@ impl Plane {
         );
         // Kept to ask a provider back from a lost link about it (a resume Connect).
         ch.target = connect.target.clone();
-        self.channels.insert(key, ch);
+        self.channels.insert(key, Box::new(ch));
         self.by_wire.insert((from, connect.channel), key);
         self.register_owner(key, from);
         self.timers.set(
