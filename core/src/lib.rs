@@ -11,7 +11,9 @@
 //! - [`socks`]: SOCKS5 server handshake, replies, UDP header, upstream proxy client handshakes.
 //! - [`session`]: the client and server protocol machines and the pieces they share.
 //! - [`time`], [`ids`], [`addr`]: value types the machines are driven with.
+//! - [`access`]: access rules (`--access-rule`, the API's `rules`): parsing, JSON, matching.
 
+pub mod access;
 pub mod addr;
 pub mod api;
 pub mod ids;

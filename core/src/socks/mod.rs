@@ -1,7 +1,12 @@
-//! SOCKS5 as sans-IO state machines: no sockets, no async, no clock.
+//! SOCKS5, and the HTTP proxy served on the same local ports, as sans-IO state machines: no
+//! sockets, no async, no clock.
 //!
 //! - [`server`]: the handshake applications run against our SOCKS5 listener (RFC 1928 method
 //!   selection, RFC 1929 username/password, the request), fed bytes in any split.
+//! - [`detect`](mod@detect): which of SOCKS5 and HTTP a local proxy port is spoken to in, from
+//!   the first byte.
+//! - [`http_proxy`]: the HTTP proxy (CONNECT and absolute-form `http://`) that every local SOCKS
+//!   port also serves, fed bytes in any split.
 //! - [`reply`]: reply codes and the reply encoder the session layer answers requests with.
 //! - [`udp`]: the SOCKS5 UDP request header carried on relay datagrams.
 //! - [`client`] and [`http_connect`]: the handshakes for reaching a host through an upstream
@@ -16,16 +21,23 @@ mod addr;
 mod buf;
 pub mod client;
 pub mod credentials;
+pub mod detect;
 pub mod error;
 pub mod http_connect;
+pub mod http_proxy;
 pub mod reply;
 pub mod server;
 pub mod udp;
 
 pub use client::{ClientProgress, Socks5Client};
 pub use credentials::Credentials;
+pub use detect::{detect, LocalProtocol};
 pub use error::{ProxyClientError, SocksError, SocksErrorKind};
 pub use http_connect::HttpConnectClient;
+pub use http_proxy::{
+    connect_established, error_response, HttpFailure, HttpProxyError, HttpProxyErrorKind,
+    HttpProxyServer, HttpRequest, HttpRequestKind,
+};
 pub use reply::{encode_reply, encode_reply_to, Reply, UNSPECIFIED_BOUND};
 pub use server::{Command, Request, SocksServer};
 pub use udp::{
