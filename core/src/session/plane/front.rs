@@ -1,5 +1,6 @@
-//! The SOCKS5 front end: listeners, accepted applications and their handshake, the replies, and
-//! the channel a routed request opens.
+//! The front end of every local proxy port: listeners, accepted applications, their SOCKS5
+//! handshake or HTTP proxy request (the first byte decides, as in the reference), the answers,
+//! and the channel a routed request opens.
 
 use std::net::SocketAddr;
 
@@ -13,9 +14,39 @@ use crate::session::channel::{ChanKey, Channel, Local, Phase, Side, UdpLocal};
 use crate::session::config::SocksListen;
 use crate::session::output::{Event, Output};
 use crate::session::{ConnId, LinkId, ListenerId, UdpId};
-use crate::socks::{self, Command, Reply, SocksServer};
+use crate::socks::{
+    self, connect_established, error_response, Command, HttpFailure, HttpProxyServer,
+    HttpRequestKind, LocalProtocol, Reply, Request, SocksServer,
+};
 use crate::time::Instant;
 use crate::wire::{Connect, Message, Protocol};
+
+/// Where an accepted application is in asking for its channel.
+pub(super) enum Front {
+    /// Nothing read yet: the first byte tells SOCKS5 from HTTP.
+    Detect,
+    Socks(Box<SocksServer>),
+    Http(Box<HttpProxyServer>),
+}
+
+/// How an application asked for its channel, and so how it is answered.
+#[derive(Copy, Clone, PartialEq, Eq, Debug)]
+pub(super) enum FrontProto {
+    Socks,
+    /// HTTP CONNECT: `200 Connection Established`, then a raw tunnel.
+    HttpConnect,
+    /// A plain HTTP request, forwarded: the origin's response is the answer.
+    HttpForward,
+}
+
+/// The HTTP answer for a refusal the session gives in SOCKS5 terms (the reference's table).
+fn http_failure(reply: Reply) -> HttpFailure {
+    match reply {
+        Reply::NotAllowed => HttpFailure::Blocked,
+        Reply::NetworkUnreachable => HttpFailure::NoBackend,
+        _ => HttpFailure::ConnectionFailed,
+    }
+}
 
 impl Plane {
     pub fn listen(&mut self, socks: SocksListen, tag: String) -> ListenerId {
@@ -61,16 +92,15 @@ impl Plane {
         local: SocketAddr,
     ) -> ConnId {
         let conn = ConnId(self.handle());
-        let Some(l) = self.listeners.get(&listener) else {
+        if !self.listeners.contains_key(&listener) {
             // The listener was closed meanwhile: refuse politely.
             self.out.push_back(Output::Close { conn, abort: false });
             return conn;
-        };
-        let socks = Box::new(SocksServer::new(l.socks.credentials.clone()));
+        }
         self.conns.insert(
             conn,
             self.conn_entry(ConnState::Handshake {
-                socks,
+                front: Front::Detect,
                 listener,
                 peer,
                 local,
@@ -102,10 +132,57 @@ impl Plane {
         }
     }
 
-    /// Bytes from an application in its SOCKS5 handshake. Returns its request once complete;
-    /// what came after the request is kept for the channel.
+    /// Bytes from an application still asking for its channel. Returns its request once
+    /// complete; what came after the request is kept for the channel.
     pub(super) fn handshake(&mut self, conn: ConnId, data: Bytes) -> Option<SocksRequest> {
-        let ConnState::Handshake { socks, peer, .. } = &mut self.conns.get_mut(&conn)?.state else {
+        let ConnState::Handshake {
+            front,
+            listener,
+            peer,
+            ..
+        } = &mut self.conns.get_mut(&conn)?.state
+        else {
+            return None;
+        };
+        if let Front::Detect = front {
+            let (listener, peer) = (*listener, *peer);
+            let credentials = self
+                .listeners
+                .get(&listener)
+                .and_then(|l| l.socks.credentials.clone());
+            let first = *data.first()?;
+            let detected = match socks::detect(first) {
+                LocalProtocol::Socks5 => Front::Socks(Box::new(SocksServer::new(credentials))),
+                LocalProtocol::Http => Front::Http(Box::new(HttpProxyServer::new(credentials))),
+                LocalProtocol::Unknown => {
+                    info!(%conn, %peer, first = format_args!("{first:#04x}"),
+                        "neither SOCKS5 nor HTTP (first byte); closing");
+                    self.drop_conn(conn, false);
+                    return None;
+                }
+            };
+            if let Some(ConnState::Handshake { front, .. }) =
+                self.conns.get_mut(&conn).map(|e| &mut e.state)
+            {
+                *front = detected;
+            }
+        }
+        match self.conns.get(&conn).map(|e| &e.state) {
+            Some(ConnState::Handshake {
+                front: Front::Http(_),
+                ..
+            }) => self.http_request(conn, data),
+            _ => self.socks_handshake(conn, data),
+        }
+    }
+
+    fn socks_handshake(&mut self, conn: ConnId, data: Bytes) -> Option<SocksRequest> {
+        let ConnState::Handshake {
+            front: Front::Socks(socks),
+            peer,
+            ..
+        } = &mut self.conns.get_mut(&conn)?.state
+        else {
             return None;
         };
         let peer = *peer;
@@ -114,6 +191,7 @@ impl Plane {
         while let Some(b) = socks.poll_transmit() {
             replies.push(b);
         }
+        let request = socks.take_request();
         for b in replies {
             self.write(conn, b);
         }
@@ -130,37 +208,118 @@ impl Plane {
                 None
             }
             Ok(consumed) => {
-                let entry = self.conns.get_mut(&conn)?;
-                let ConnState::Handshake {
-                    socks,
-                    listener,
-                    peer,
-                    local,
-                } = &mut entry.state
-                else {
-                    return None;
-                };
-                let request = socks.take_request()?;
-                let (listener, peer, local) = (*listener, *peer, *local);
                 let rest = data.slice(consumed.min(data.len())..);
-                let command = request.command;
-                let early_len = rest.len();
-                entry.state = ConnState::Waiting {
-                    request,
-                    peer,
-                    local,
-                    early: if rest.is_empty() { vec![] } else { vec![rest] },
-                    early_len,
-                    eof: false,
-                };
-                self.timers.cancel(Timer::Conn(conn));
-                Some(SocksRequest {
-                    conn,
-                    listener,
-                    command,
-                })
+                self.request_ready(conn, request?, FrontProto::Socks, vec![rest])
             }
         }
+    }
+
+    fn http_request(&mut self, conn: ConnId, data: Bytes) -> Option<SocksRequest> {
+        let ConnState::Handshake {
+            front: Front::Http(http),
+            peer,
+            ..
+        } = &mut self.conns.get_mut(&conn)?.state
+        else {
+            return None;
+        };
+        let peer = *peer;
+        match http.feed(&data) {
+            Err(e) => {
+                info!(%conn, %peer, error = %e, "HTTP proxy request refused");
+                if let Some(resp) = e.response() {
+                    self.write(conn, resp);
+                }
+                self.drop_conn(conn, false);
+                None
+            }
+            Ok(consumed) => {
+                let request = http.take_request()?;
+                let rest = data.slice(consumed.min(data.len())..);
+                // A forwarded request's rewritten head is the first thing the target gets.
+                let (proto, early) = match request.kind {
+                    HttpRequestKind::Connect => (FrontProto::HttpConnect, vec![rest]),
+                    HttpRequestKind::Forward { head } => {
+                        (FrontProto::HttpForward, vec![head, rest])
+                    }
+                };
+                let request = Request {
+                    command: Command::Connect,
+                    target: request.target,
+                };
+                self.request_ready(conn, request, proto, early)
+            }
+        }
+    }
+
+    /// The application's request is complete: it waits for the role to route it, holding
+    /// `early` to go first on its channel.
+    fn request_ready(
+        &mut self,
+        conn: ConnId,
+        request: Request,
+        proto: FrontProto,
+        early: Vec<Bytes>,
+    ) -> Option<SocksRequest> {
+        let entry = self.conns.get_mut(&conn)?;
+        let ConnState::Handshake {
+            listener,
+            peer,
+            local,
+            ..
+        } = &entry.state
+        else {
+            return None;
+        };
+        let (listener, peer, local) = (*listener, *peer, *local);
+        let early: Vec<Bytes> = early.into_iter().filter(|b| !b.is_empty()).collect();
+        let command = request.command;
+        entry.proto = proto;
+        entry.state = ConnState::Waiting {
+            request,
+            peer,
+            local,
+            early_len: early.iter().map(Bytes::len).sum(),
+            early,
+            eof: false,
+        };
+        self.timers.cancel(Timer::Conn(conn));
+        Some(SocksRequest {
+            conn,
+            listener,
+            command,
+        })
+    }
+
+    /// Answer an application whose channel cannot be had, in its own protocol: a SOCKS5
+    /// reply, or the HTTP status the reference gives for the same case. The caller closes.
+    pub(super) fn refuse(&mut self, conn: ConnId, reply: Reply) {
+        if !self.conns.contains_key(&conn) {
+            return;
+        }
+        self.count_reply(reply as u8);
+        let Some(c) = self.conns.get(&conn) else {
+            return;
+        };
+        let answer = match c.proto {
+            FrontProto::Socks => socks::encode_reply(reply, unspecified()),
+            FrontProto::HttpConnect | FrontProto::HttpForward => {
+                let failure = http_failure(reply);
+                let target = match &c.state {
+                    ConnState::Waiting { request, peer, .. } => {
+                        Some((request.target.to_string(), *peer))
+                    }
+                    _ => None,
+                };
+                if let Some((target, peer)) = target {
+                    info!(%conn, %peer, %target, status = failure.status(), "HTTP proxy request refused");
+                } else {
+                    info!(%conn, status = failure.status(), "HTTP proxy request refused");
+                }
+                error_response(failure)
+            }
+        };
+        self.write(conn, answer);
     }
 
     /// Write a SOCKS reply (not channel data) to a local socket.
@@ -185,8 +344,7 @@ impl Plane {
         if !self.conns.contains_key(&conn) {
             return;
         }
-        self.count_reply(reply as u8);
-        self.write(conn, socks::encode_reply(reply, unspecified()));
+        self.refuse(conn, reply);
         self.drop_conn(conn, false);
     }
 
@@ -337,9 +495,16 @@ impl Plane {
             return;
         }
         ch.replied = true;
-        if let Some(conn) = ch.conn() {
-            self.count_reply(0);
-            self.write(conn, socks::encode_reply(Reply::Succeeded, bound));
-        }
+        let Some(conn) = ch.conn() else {
+            return;
+        };
+        let answer = match self.conns.get(&conn).map(|c| c.proto) {
+            Some(FrontProto::Socks) => socks::encode_reply(Reply::Succeeded, bound),
+            Some(FrontProto::HttpConnect) => connect_established(),
+            // The origin's response is the answer.
+            Some(FrontProto::HttpForward) | None => return,
+        };
+        self.count_reply(0);
+        self.write(conn, answer);
     }
 }

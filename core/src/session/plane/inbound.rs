@@ -10,7 +10,7 @@ use crate::ids::ChannelId;
 use crate::session::channel::{ChanKey, Local, Phase, Side};
 use crate::session::output::Output;
 use crate::session::{ConnId, LinkId};
-use crate::socks::{self, Reply};
+use crate::socks::Reply;
 use crate::time::Instant;
 use crate::wire::{self, Data, Message, DATA_HEADER_LEN};
 
@@ -244,11 +244,7 @@ impl Plane {
             let fast = ch.fast_open;
             if !ch.replied {
                 if let Some(conn) = ch.conn() {
-                    self.count_reply(Reply::HostUnreachable as u8);
-                    self.write(
-                        conn,
-                        socks::encode_reply(Reply::HostUnreachable, unspecified()),
-                    );
+                    self.refuse(conn, Reply::HostUnreachable);
                 }
                 if let Some(c) = self.channels.get_mut(&key) {
                     c.replied = true;
@@ -353,11 +349,7 @@ impl Plane {
         let abort = error.as_deref().is_some_and(is_error_text);
         if ch.side == Side::Socks && !ch.replied {
             if let Some(conn) = ch.conn() {
-                self.count_reply(Reply::HostUnreachable as u8);
-                self.write(
-                    conn,
-                    socks::encode_reply(Reply::HostUnreachable, unspecified()),
-                );
+                self.refuse(conn, Reply::HostUnreachable);
             }
         }
         self.peer_ended(now, key, abort);

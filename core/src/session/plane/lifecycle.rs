@@ -3,11 +3,11 @@
 use tracing::debug;
 
 use super::flow::resume::Ending;
-use super::{unspecified, ConnState, Plane, Timer};
+use super::{ConnState, Plane, Timer};
 use crate::session::channel::{ChanKey, Local, Phase, Side};
 use crate::session::output::Output;
 use crate::session::{ConnId, LinkId, ListenerId};
-use crate::socks::{self, Reply};
+use crate::socks::Reply;
 use crate::time::Instant;
 use crate::wire::{self, Message};
 
@@ -131,11 +131,7 @@ impl Plane {
         let unanswered = ch.side == Side::Socks && !ch.replied;
         if unanswered {
             if let Some(conn) = ch.conn() {
-                self.count_reply(Reply::GeneralFailure as u8);
-                self.write(
-                    conn,
-                    socks::encode_reply(Reply::GeneralFailure, unspecified()),
-                );
+                self.refuse(conn, Reply::GeneralFailure);
             }
         }
         for l in notify {
@@ -214,11 +210,7 @@ impl Plane {
                             // Not yet answered: reply 0x04 and close cleanly, so the reply is
                             // read rather than lost to a reset.
                             if let Some(conn) = self.channels.get(&key).and_then(|c| c.conn()) {
-                                self.count_reply(Reply::HostUnreachable as u8);
-                                self.write(
-                                    conn,
-                                    socks::encode_reply(Reply::HostUnreachable, unspecified()),
-                                );
+                                self.refuse(conn, Reply::HostUnreachable);
                             }
                             self.send(
                                 link,

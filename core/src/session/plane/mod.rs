@@ -37,7 +37,7 @@ use super::output::{Event, Output};
 use super::timer::TimerQueue;
 use super::{ConnId, LinkId, ListenerId, UdpId};
 use crate::ids::{ChannelId, IdSource};
-use crate::socks::{Command, Request, SocksServer};
+use crate::socks::{Command, Request};
 use crate::time::Instant;
 use crate::wire::{Connect, DecodeLimits, Message};
 
@@ -140,9 +140,9 @@ const DEFER: std::time::Duration = std::time::Duration::from_millis(20);
 const DEFER_MAX: usize = 64;
 
 enum ConnState {
-    /// SOCKS5 handshake in progress.
+    /// SOCKS5 handshake or HTTP proxy request head in progress.
     Handshake {
-        socks: Box<SocksServer>,
+        front: front::Front,
         listener: ListenerId,
         peer: SocketAddr,
         local: SocketAddr,
@@ -176,6 +176,8 @@ struct ConnEntry {
     /// Of the bytes handed out, those that are not channel data (SOCKS replies), still to
     /// be written: they come first, and are not acknowledged to the peer as its data.
     control: usize,
+    /// How the application asked for its channel: how to answer it.
+    proto: front::FrontProto,
 }
 
 pub struct ListenerEntry {
@@ -283,6 +285,7 @@ impl Plane {
             parked_on: None,
             blocking: None,
             control: 0,
+            proto: front::FrontProto::Socks,
         })
     }
 

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use bytes::{Bytes, BytesMut};
 use tracing::{debug, trace};
 
-use super::{canonical, same_ip, unspecified, Plane};
+use super::{canonical, same_ip, Plane};
 use crate::addr::TargetAddr;
 use crate::session::channel::{ChanKey, Local, Phase, Side, UdpLocal};
 use crate::session::output::Output;
@@ -57,11 +57,7 @@ impl Plane {
                 match side {
                     Side::Socks => {
                         if let Some(conn) = ch.conn() {
-                            self.count_reply(Reply::GeneralFailure as u8);
-                            self.write(
-                                conn,
-                                socks::encode_reply(Reply::GeneralFailure, unspecified()),
-                            );
+                            self.refuse(conn, Reply::GeneralFailure);
                         }
                         self.remove_channel(key, false);
                     }
