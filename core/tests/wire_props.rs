@@ -142,6 +142,7 @@ fn message() -> impl Strategy<Value = Message> {
             success: false,
             error
         }),
+        1 => nonempty_short_string().prop_map(|token| Message::AuthResponseToken { token }),
         1 => (channel(), short_string(), any::<u16>()).prop_map(|(channel, host, port)| {
             Message::Connect(Connect {
                 protocol: Protocol::Tcp,

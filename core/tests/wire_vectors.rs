@@ -244,6 +244,24 @@ fn vectors() -> Vec<Vector> {
             DecodeOnly,
             &[],
         ),
+        // Reference 1.10.x: Success [TokenLen Token if Success and a token] (message.go:510-520).
+        v(
+            "auth response success with token",
+            "01 02 | 01 | 03 746f6b",
+            Message::AuthResponseToken { token: s("tok") },
+            Both,
+            &[3],
+        ),
+        v(
+            "auth response success with empty token",
+            "01 02 | 01 | 00",
+            Message::AuthResponse {
+                success: true,
+                error: None,
+            },
+            DecodeOnly,
+            &[3],
+        ),
         // --- 0x03 Connect: Protocol ChannelID [AddrLen Addr Port if TCP]
         v(
             "connect tcp ipv4",
@@ -918,6 +936,80 @@ fn invalid_utf8() {
 }
 
 #[test]
+fn auth_response_token() {
+    // As the reference writes it (a successful AuthResponse from a 1.10.x peer, version 0x02).
+    assert_eq!(
+        dec(&hex("02 02 | 01 | 08 61737369676e6564")).unwrap(),
+        Message::AuthResponseToken {
+            token: s("assigned")
+        }
+    );
+    // A token length past the end of the frame is an error naming the field, never a panic.
+    assert_eq!(
+        dec(&hex("01 02 | 01 | 05 6162")),
+        Err(WireError::Truncated {
+            message: "AuthResponse",
+            field: "token",
+            need: 5,
+            have: 2
+        })
+    );
+    assert_eq!(
+        dec(&hex("01 02 | 01 | ff")),
+        Err(WireError::Truncated {
+            message: "AuthResponse",
+            field: "token",
+            need: 255,
+            have: 0
+        })
+    );
+    // A token must be UTF-8, as every token we read.
+    assert!(matches!(
+        dec(&hex("01 02 | 01 | 02 c328")),
+        Err(WireError::Invalid {
+            message: "AuthResponse",
+            field: "token",
+            ..
+        })
+    ));
+    // What follows the token is ignored, as after any last field.
+    assert_eq!(
+        dec(&hex("01 02 | 01 | 01 41 | 0000")).unwrap(),
+        Message::AuthResponseToken { token: s("A") }
+    );
+    // Ours without a token stays byte-identical; an empty token is not written at all.
+    let plain = Message::AuthResponse {
+        success: true,
+        error: None,
+    };
+    assert_eq!(enc(&plain).unwrap(), hex("01 02 | 01"));
+    assert_eq!(
+        enc(&Message::AuthResponseToken { token: s("") }).unwrap(),
+        hex("01 02 | 01")
+    );
+    assert_eq!(
+        enc(&Message::AuthResponseToken {
+            token: "t".repeat(255)
+        })
+        .unwrap()
+        .len(),
+        2 + 1 + 1 + 255
+    );
+    // A failure's error text is still an error text, not a token.
+    assert_eq!(
+        dec(&hex("01 02 | 00 | 03 746f6b")).unwrap(),
+        Message::AuthResponse {
+            success: false,
+            error: Some(s("tok"))
+        }
+    );
+    assert_eq!(
+        Message::AuthResponseToken { token: s("x") }.name(),
+        "AuthResponse"
+    );
+}
+
+#[test]
 fn trailing_bytes_are_ignored() {
     // A newer minor may append fields. After a Connect the first one is the reference's
     // resume byte (zero: a new channel), and what follows it is ignored too.
@@ -990,6 +1082,11 @@ fn strings_over_255_bytes_are_refused() {
             },
             "AuthResponse",
             "error",
+        ),
+        (
+            Message::AuthResponseToken { token: l.clone() },
+            "AuthResponse",
+            "token",
         ),
         (
             Message::Connect(Connect {

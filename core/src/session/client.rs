@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
-use tracing::{debug, info, warn};
+use tracing::{debug, info, trace, warn};
 
 use super::config::{ClientConfig, ClientRole};
 use super::output::{Event, Output};
@@ -27,6 +27,24 @@ pub const ANONYMOUS: &str = "anonymous";
 pub const EXT_FLOW: &str = "flow";
 /// ... and (`ext=flow,resume`) that it resumes channels across a lost link.
 pub const EXT_RESUME: &str = "resume";
+
+/// Our version as a liveness pong reports it, in the reference's style (`v1.10.3`): the
+/// crate's version, as the server's `/api/status` reports it too.
+pub const VERSION: &str = concat!("v", env!("CARGO_PKG_VERSION"));
+/// A Log message of level [`PROBE_LEVEL`] whose msg starts with this is a liveness probe
+/// (reference 1.10.x, `ProviderLivenessProbe`): the client answers on the same link with a
+/// Log of the same level whose msg is [`PONG_PREFIX`] followed by `{"version":"<VERSION>"}`.
+pub const PROBE_PREFIX: &str = "probe:";
+/// See [`PROBE_PREFIX`].
+pub const PONG_PREFIX: &str = "pong:";
+/// Level of a liveness probe and of its pong (exact, as the reference compares it).
+pub const PROBE_LEVEL: &str = "trace";
+
+/// The msg of our liveness pong: `pong:{"version":"v…"}`, JSON as the reference writes it
+/// (one key, no spaces).
+pub fn pong_msg() -> String {
+    format!("{PONG_PREFIX}{}", serde_json::json!({ "version": VERSION }))
+}
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 enum LinkPhase {
@@ -51,8 +69,15 @@ pub struct ClientMachine {
     /// One slot per WebSocket link (`threads`).
     slots: Vec<Slot>,
     slot_of: BTreeMap<LinkId, usize>,
-    /// The URL to open, query included.
+    /// The URL to open, query included (rebuilt when the server assigns us a token).
     url: String,
+    /// The URL as normalized, before our query parameters.
+    base: String,
+    /// Our extension parameters (`ext=…&flow_window=…`), or empty.
+    ext: String,
+    /// The token we present: the configured one (or `anonymous`) until a successful
+    /// AuthResponse hands us another, which later links present instead (as the reference).
+    token: String,
     /// Authenticate with an Auth message (URL path other than /socket) rather than the query.
     auth_message: bool,
     listener: Option<ListenerId>,
@@ -111,6 +136,31 @@ pub fn normalize_url(url: &str) -> Result<String, String> {
     })
 }
 
+/// The URL a link opens: `base` with our extension parameters and, unless we authenticate
+/// with an Auth message, the query authentication for `token`.
+fn link_url(base: &str, ext: &str, auth_message: bool, token: &str, cfg: &ClientConfig) -> String {
+    let sep = if base.contains('?') { '&' } else { '?' };
+    if auth_message {
+        if ext.is_empty() {
+            base.to_string()
+        } else {
+            format!("{base}{sep}{ext}")
+        }
+    } else {
+        let ext = if ext.is_empty() {
+            String::new()
+        } else {
+            format!("&{ext}")
+        };
+        format!(
+            "{base}{sep}token={}&reverse={}&instance={}{ext}",
+            token_hash(token),
+            cfg.role == ClientRole::Provider,
+            cfg.instance
+        )
+    }
+}
+
 /// Lowercase hex SHA-256 of a token, as the URL-query authentication carries it.
 pub fn token_hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
@@ -144,26 +194,7 @@ impl ClientMachine {
         } else {
             String::new()
         };
-        let sep = if base.contains('?') { '&' } else { '?' };
-        let url = if auth_message {
-            if ext.is_empty() {
-                base
-            } else {
-                format!("{base}{sep}{ext}")
-            }
-        } else {
-            let ext = if ext.is_empty() {
-                ext
-            } else {
-                format!("&{ext}")
-            };
-            format!(
-                "{base}{sep}token={}&reverse={}&instance={}{ext}",
-                token_hash(&token),
-                cfg.role == ClientRole::Provider,
-                cfg.instance
-            )
-        };
+        let url = link_url(&base, &ext, auth_message, &token, &cfg);
         let slots = (0..cfg.threads.max(1))
             .map(|_| Slot {
                 link: None,
@@ -185,6 +216,9 @@ impl ClientMachine {
             slots,
             slot_of: BTreeMap::new(),
             url,
+            base,
+            ext,
+            token,
             auth_message,
             listener: None,
             waiting: VecDeque::new(),
@@ -261,11 +295,10 @@ impl ClientMachine {
         };
         self.slots[slot].phase = LinkPhase::Authenticating;
         if self.auth_message {
-            let token = self.cfg.token.clone().unwrap_or_else(|| ANONYMOUS.into());
             self.plane.send(
                 link,
                 &Message::Auth(Auth {
-                    token,
+                    token: self.token.clone(),
                     reverse: self.cfg.role == ClientRole::Provider,
                     instance: self.cfg.instance,
                 }),
@@ -330,6 +363,7 @@ impl ClientMachine {
         link: LinkId,
         success: bool,
         error: Option<String>,
+        token: Option<String>,
     ) {
         let Some(&slot) = self.slot_of.get(&link) else {
             return;
@@ -338,6 +372,9 @@ impl ClientMachine {
             return;
         }
         if success {
+            if let Some(token) = token.filter(|t| !t.is_empty()) {
+                self.adopt_token(link, token);
+            }
             self.slots[slot].phase = LinkPhase::Ready;
             self.slots[slot].delay = self.cfg.timings.reconnect_delay;
             self.plane.set_link_ready(now, link);
@@ -372,6 +409,39 @@ impl ClientMachine {
         self.fatal(now, format!("authentication failed: {reason}"));
     }
 
+    /// The server assigned us `token` (a successful AuthResponse carrying one): links opened
+    /// from now on present it, by the URL query or the Auth message, as the reference client
+    /// does (client.go, "use it for reconnects so the same relay is reused"). Links already
+    /// open keep theirs. The token itself is not logged.
+    fn adopt_token(&mut self, link: LinkId, token: String) {
+        if token == self.token {
+            return;
+        }
+        info!(%link, "the server assigned us a token; reconnects present it");
+        self.token = token;
+        self.url = link_url(
+            &self.base,
+            &self.ext,
+            self.auth_message,
+            &self.token,
+            &self.cfg,
+        );
+    }
+
+    /// A liveness probe (see [`PROBE_PREFIX`]): answer with one pong on the same link. Not
+    /// logged above trace: a server may probe often. The probe's text is not echoed, so the
+    /// answer has the same small size whatever came (the transport bounds the probe itself).
+    fn answer_probe(&mut self, link: LinkId) {
+        trace!(%link, "liveness probe answered");
+        self.plane.send(
+            link,
+            &Message::Log {
+                level: PROBE_LEVEL.to_string(),
+                msg: pong_msg(),
+            },
+        );
+    }
+
     fn fatal(&mut self, now: Instant, reason: String) {
         if self.stopped {
             return;
@@ -383,9 +453,17 @@ impl ClientMachine {
     fn on_control(&mut self, now: Instant, link: LinkId, msg: Message) {
         match msg {
             Message::AuthResponse { success, error } => {
-                self.on_auth_response(now, link, success, error)
+                self.on_auth_response(now, link, success, error, None)
+            }
+            Message::AuthResponseToken { token } => {
+                self.on_auth_response(now, link, true, None, Some(token))
             }
             Message::Partners { count } => self.plane.event(Event::Partners { count }),
+            Message::Log { level, msg }
+                if level == PROBE_LEVEL && msg.starts_with(PROBE_PREFIX) =>
+            {
+                self.answer_probe(link)
+            }
             Message::Log { level, msg } => self.plane.event(Event::PeerLog { level, msg }),
             Message::ConnectorResponse {
                 channel,
@@ -563,6 +641,249 @@ impl Machine for ClientMachine {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ids::{InstanceId, SeededIds};
+    use crate::wire;
+
+    fn machine(url: &str, token: Option<&str>, role: ClientRole) -> ClientMachine {
+        let cfg = ClientConfig::new(url, token.map(str::to_owned), role);
+        ClientMachine::new(cfg, Box::new(SeededIds::new(7)), Instant::ZERO).unwrap()
+    }
+
+    fn drain(m: &mut ClientMachine) -> Vec<Output> {
+        std::iter::from_fn(|| m.poll_output()).collect()
+    }
+
+    fn frame(msg: &Message) -> Bytes {
+        wire::encode::encode_to_bytes(msg).unwrap()
+    }
+
+    /// The links the machine asked to open, with their URLs.
+    fn opened(out: &[Output]) -> Vec<(LinkId, String)> {
+        out.iter()
+            .filter_map(|o| match o {
+                Output::OpenLink { link, url } => Some((*link, url.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn transmitted(out: &[Output]) -> Vec<(LinkId, Bytes)> {
+        out.iter()
+            .filter_map(|o| match o {
+                Output::Transmit { link, frame } => Some((*link, frame.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Start a client, open its one link and answer its authentication with `response`.
+    fn authenticated(m: &mut ClientMachine, response: &Message) -> LinkId {
+        m.start(Instant::ZERO);
+        let links = opened(&drain(m));
+        assert_eq!(links.len(), 1);
+        let link = links[0].0;
+        m.handle_link_opened(Instant::ZERO, link);
+        m.handle_link_message(Instant::ZERO, link, frame(response));
+        let out = drain(m);
+        assert!(
+            out.contains(&Output::Event(Event::LinkReady { link })),
+            "not ready: {out:?}"
+        );
+        link
+    }
+
+    fn ok() -> Message {
+        Message::AuthResponse {
+            success: true,
+            error: None,
+        }
+    }
+
+    fn log(level: &str, msg: &str) -> Message {
+        Message::Log {
+            level: level.into(),
+            msg: msg.into(),
+        }
+    }
+
+    /// Lose `link` and let the reconnect timer open the next one: its URL, and what it sends
+    /// once open.
+    fn reconnect(m: &mut ClientMachine, link: LinkId) -> (String, Vec<(LinkId, Bytes)>) {
+        m.handle_link_closed(Instant::ZERO, link, "gone");
+        drain(m);
+        let at = m.poll_timeout().expect("reconnect timer");
+        m.handle_timeout(at);
+        let links = opened(&drain(m));
+        assert_eq!(links.len(), 1, "one new link");
+        let (next, url) = links[0].clone();
+        assert_ne!(next, link);
+        m.handle_link_opened(at, next);
+        (url, transmitted(&drain(m)))
+    }
+
+    #[test]
+    fn version_is_the_crate_version_in_reference_style() {
+        assert_eq!(VERSION, format!("v{}", env!("CARGO_PKG_VERSION")));
+        assert_eq!(pong_msg(), format!("pong:{{\"version\":\"{VERSION}\"}}"));
+    }
+
+    #[test]
+    fn a_probe_gets_exactly_one_pong_on_the_same_link() {
+        for role in [ClientRole::Forward, ClientRole::Provider] {
+            let mut m = machine("ws://h:1", Some("tok"), role);
+            let link = authenticated(&mut m, &ok());
+            m.handle_link_message(
+                Instant::ZERO,
+                link,
+                frame(&log("trace", "probe:{\"id\":1}")),
+            );
+            let out = drain(&mut m);
+            let sent = transmitted(&out);
+            assert_eq!(sent.len(), 1, "{role:?}: {out:?}");
+            assert_eq!(sent[0].0, link);
+            // Written out by hand: version 01, type 09 (Log), length, the reference's JSON.
+            let json = format!(r#"{{"level":"trace","msg":"pong:{{\"version\":\"{VERSION}\"}}"}}"#);
+            let mut want = vec![0x01, 0x09];
+            want.extend_from_slice(&(json.len() as u32).to_be_bytes());
+            want.extend_from_slice(json.as_bytes());
+            assert_eq!(&sent[0].1[..], &want[..], "{role:?}");
+            // Not surfaced as a peer log: a server may probe often.
+            assert!(
+                !out.iter()
+                    .any(|o| matches!(o, Output::Event(Event::PeerLog { .. }))),
+                "{out:?}"
+            );
+            // A bare "probe:" is a probe too; each probe gets its own single pong.
+            m.handle_link_message(Instant::ZERO, link, frame(&log("trace", "probe:")));
+            assert_eq!(transmitted(&drain(&mut m)), vec![(link, Bytes::from(want))]);
+        }
+    }
+
+    #[test]
+    fn a_probe_on_one_of_several_links_is_answered_on_that_link() {
+        let mut cfg = ClientConfig::new("ws://h:1", Some("tok".into()), ClientRole::Provider);
+        cfg.threads = 3;
+        let mut m = ClientMachine::new(cfg, Box::new(SeededIds::new(7)), Instant::ZERO).unwrap();
+        m.start(Instant::ZERO);
+        let links: Vec<LinkId> = opened(&drain(&mut m)).into_iter().map(|l| l.0).collect();
+        assert_eq!(links.len(), 3);
+        for &l in &links {
+            m.handle_link_opened(Instant::ZERO, l);
+            m.handle_link_message(Instant::ZERO, l, frame(&ok()));
+        }
+        drain(&mut m);
+        m.handle_link_message(Instant::ZERO, links[1], frame(&log("trace", "probe:x")));
+        let sent = transmitted(&drain(&mut m));
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].0, links[1]);
+    }
+
+    #[test]
+    fn other_logs_get_no_answer() {
+        let mut m = machine("ws://h:1", Some("tok"), ClientRole::Forward);
+        let link = authenticated(&mut m, &ok());
+        for (level, msg) in [
+            ("debug", "probe:x"),
+            ("info", "probe:x"),
+            ("TRACE", "probe:x"),
+            ("trace ", "probe:x"),
+            ("trace", "probe"),
+            ("trace", " probe:x"),
+            ("trace", "Probe:x"),
+            ("trace", "pong:{\"version\":\"v1.10.3\"}"),
+            ("trace", "hello"),
+            ("trace", ""),
+        ] {
+            m.handle_link_message(Instant::ZERO, link, frame(&log(level, msg)));
+            let out = drain(&mut m);
+            assert!(transmitted(&out).is_empty(), "{level:?} {msg:?}: {out:?}");
+            // ... and is shown as before.
+            assert!(
+                out.contains(&Output::Event(Event::PeerLog {
+                    level: level.into(),
+                    msg: msg.into()
+                })),
+                "{level:?} {msg:?}: {out:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_assigned_token_is_presented_on_reconnect_by_query() {
+        let mut m = machine("ws://h:1", None, ClientRole::Provider);
+        assert!(m
+            .url()
+            .contains(&format!("token={}", token_hash(ANONYMOUS))));
+        let link = authenticated(
+            &mut m,
+            &Message::AuthResponseToken {
+                token: "assigned".into(),
+            },
+        );
+        let (url, sent) = reconnect(&mut m, link);
+        assert!(
+            url.contains(&format!("?token={}&", token_hash("assigned"))),
+            "{url}"
+        );
+        assert!(!url.contains(&token_hash(ANONYMOUS)), "{url}");
+        assert!(
+            sent.is_empty(),
+            "query authentication sends no Auth: {sent:?}"
+        );
+        assert_eq!(m.url(), url);
+    }
+
+    #[test]
+    fn an_assigned_token_is_presented_on_reconnect_by_auth_message() {
+        let mut m = machine("ws://h:1/custom", Some("mine"), ClientRole::Forward);
+        m.start(Instant::ZERO);
+        let link = opened(&drain(&mut m))[0].0;
+        m.handle_link_opened(Instant::ZERO, link);
+        let auth = transmitted(&drain(&mut m));
+        assert_eq!(auth.len(), 1);
+        assert!(matches!(
+            wire::decode(auth[0].1.clone(), &Default::default()),
+            Ok(Message::Auth(Auth { ref token, .. })) if token == "mine"
+        ));
+        // The AuthResponse as the reference writes it: 02 | 01 | 03 "new".
+        let mut resp = vec![0x02, 0x02, 0x01, 0x03];
+        resp.extend_from_slice(b"new");
+        m.handle_link_message(Instant::ZERO, link, Bytes::from(resp));
+        assert!(drain(&mut m).contains(&Output::Event(Event::LinkReady { link })));
+        let (url, sent) = reconnect(&mut m, link);
+        assert!(url.starts_with("ws://h:1/custom"), "{url}");
+        assert!(!url.contains("token="), "{url}");
+        assert_eq!(sent.len(), 1);
+        assert_eq!(
+            wire::decode(sent[0].1.clone(), &Default::default()).unwrap(),
+            Message::Auth(Auth {
+                token: "new".into(),
+                reverse: false,
+                instance: InstanceId::default(),
+            })
+        );
+    }
+
+    #[test]
+    fn a_plain_or_late_auth_response_keeps_the_token() {
+        let mut m = machine("ws://h:1", Some("mine"), ClientRole::Forward);
+        let before = m.url().to_string();
+        let link = authenticated(&mut m, &ok());
+        let (url, _) = reconnect(&mut m, link);
+        assert_eq!(url, before);
+        // A token-carrying AuthResponse on a link that is not authenticating changes nothing.
+        let link = m.slots[0].link.unwrap();
+        m.handle_link_message(Instant::ZERO, link, frame(&ok()));
+        m.handle_link_message(
+            Instant::ZERO,
+            link,
+            frame(&Message::AuthResponseToken {
+                token: "late".into(),
+            }),
+        );
+        drain(&mut m);
+        assert_eq!(m.url(), before);
+    }
 
     #[test]
     fn urls_are_normalized() {

@@ -61,13 +61,30 @@ pub fn decode(frame: Bytes, limits: &DecodeLimits) -> Result<Message, WireError>
         }
         kind::AUTH_RESPONSE => {
             let success = r.u8("success")? != 0;
-            // The error text is optional on the wire even on failure.
-            let error = if !success && r.remaining() > 0 {
-                r.opt_text("error")?
+            if success {
+                // Reference 1.10.x: a success may carry a token for the client's reconnects.
+                let token = if r.remaining() > 0 {
+                    r.short_str("token")?
+                } else {
+                    String::new()
+                };
+                if token.is_empty() {
+                    Message::AuthResponse {
+                        success,
+                        error: None,
+                    }
+                } else {
+                    Message::AuthResponseToken { token }
+                }
             } else {
-                None
-            };
-            Message::AuthResponse { success, error }
+                // The error text is optional on the wire even on failure.
+                let error = if r.remaining() > 0 {
+                    r.opt_text("error")?
+                } else {
+                    None
+                };
+                Message::AuthResponse { success, error }
+            }
         }
         kind::CONNECT => {
             let protocol = r.protocol()?;

@@ -34,6 +34,15 @@ pub fn encode(msg: &Message, dst: &mut BytesMut) -> Result<(), WireError> {
                 short(dst, e);
             }
         }
+        Message::AuthResponseToken { token } => {
+            check_short("AuthResponse", "token", token)?;
+            head(dst, kind::AUTH_RESPONSE);
+            dst.put_u8(1);
+            // An empty token is not written: the plain successful AuthResponse.
+            if !token.is_empty() {
+                short(dst, token);
+            }
+        }
         Message::Connect(c) => encode_connect(c, false, dst)?,
         Message::ConnectResume(c) => encode_connect(c, true, dst)?,
         Message::ConnectResponse {

@@ -141,6 +141,16 @@ pub enum Message {
         success: bool,
         error: Option<String>,
     },
+    /// A successful AuthResponse (0x02) that also hands the client a token:
+    /// `02 | 01 | TokenLen(1) Token(N)`, N > 0 (reference 1.10.x). The client presents this
+    /// token instead of its own when it reconnects. The reference server never sends it;
+    /// neither does ours. A zero-length token decodes as a plain successful
+    /// [`Message::AuthResponse`], and an empty `token` here encodes as one, as the reference
+    /// writes it. (A variant of its own rather than a field of `AuthResponse`, so that every
+    /// existing `AuthResponse { success, error }` stays as it is.)
+    AuthResponseToken {
+        token: String,
+    },
     Connect(Connect),
     /// A Connect (0x03) with the trailing resume byte (reference 1.10.3): not a new channel,
     /// but "channel `channel`, which you still hold, continues on this link". Never dialled.
@@ -218,7 +228,7 @@ impl Message {
     pub fn name(&self) -> &'static str {
         match self {
             Message::Auth(_) => "Auth",
-            Message::AuthResponse { .. } => "AuthResponse",
+            Message::AuthResponse { .. } | Message::AuthResponseToken { .. } => "AuthResponse",
             Message::Connect(_) => "Connect",
             Message::ConnectResume(_) => "Connect (resume)",
             Message::ConnectResponse { .. } => "ConnectResponse",
