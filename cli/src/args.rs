@@ -135,9 +135,10 @@ pub struct ServerArgs {
     #[arg(short = 'i', long, visible_alias = "socks-no-wait")]
     pub socks_nowait: bool,
 
-    /// Enable the HTTP API with this key [env: LINKSOCKS_API_KEY]
+    /// Enable the HTTP API with this key; repeat it for several keys, all with the same rights
+    /// [env: LINKSOCKS_API_KEY, comma-separated]
     #[arg(short = 'k', long, value_name = "KEY")]
-    pub api_key: Option<String>,
+    pub api_key: Vec<String>,
 
     /// Largest Data message cut from socket reads (bytes or e.g. 64KiB) [default: 64KiB]
     #[arg(short = 'b', long, value_name = "SIZE", value_parser = parse_size)]
@@ -156,6 +157,13 @@ pub struct ServerArgs {
     /// How long a connector's request waits for a provider (seconds, or e.g. 500ms, 5s, 2m)
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "5s")]
     pub connector_wait_provider: Duration,
+
+    /// Allow only this destination, ADDR:PORT (e.g. 10.0.0.0/8:22, ::1:443,
+    /// 192.168.1.1-255:8000-9000); repeatable, any rule may match. Without -r: checked before
+    /// the server dials for forward clients; with -r: at the reverse SOCKS5 port. Not allowed
+    /// with --api-key (use PUT /api/config/access and token rules instead)
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub access_rule: Vec<String>,
 
     /// Serve https/wss with this PEM certificate chain (needs --tls-key)
     #[arg(long, value_name = "PEM", requires = "tls_key")]
@@ -244,6 +252,13 @@ pub struct ClientArgs {
     #[arg(short = 'f', long)]
     pub fast_open: bool,
 
+    /// Allow only this destination, ADDR:PORT (e.g. 10.0.0.0/8:22, ::1:443,
+    /// 192.168.1.1-255:8000-9000); repeatable, any rule may match. Client and connector:
+    /// checked at the local SOCKS5/HTTP port (SOCKS5 reply 0x02, HTTP 403); provider (-r):
+    /// checked before dialling (the far side's SOCKS5 reply 0x04)
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub access_rule: Vec<String>,
+
     /// wss://: also trust this CA certificate (PEM)
     #[arg(long, value_name = "PEM")]
     pub tls_ca: Option<String>,
@@ -294,8 +309,6 @@ pub struct ClientP2pArgs {
     pub direct_upnp_keep: Option<String>,
     #[arg(long, hide = true)]
     pub direct_upnp_external_port: Option<String>,
-    #[arg(long, hide = true)]
-    pub access_rule: Vec<String>,
 }
 
 /// Flags to warn about: a flag turning off a peer-to-peer feature asks for what we do anyway
@@ -355,7 +368,6 @@ impl ClientP2pArgs {
                 self.direct_upnp_external_port.is_some(),
                 "--direct-upnp-external-port",
             ),
-            (!self.access_rule.is_empty(), "--access-rule"),
         ] {
             if set {
                 v.push(name);
@@ -421,6 +433,7 @@ mod tests {
         assert_eq!((s.ws_port, s.socks_port), (Some(1), Some(2)));
         assert!(s.reverse && s.connector_autonomy && s.socks_nowait && s.fast_open);
         assert_eq!(s.buffer_size, Some(4096));
+        assert_eq!(s.api_key, ["key"]);
         assert_eq!(s.common.debug, 2);
         assert_eq!(s.connector_wait_provider, Duration::from_secs(5));
         assert_eq!(s.common.batch, Batch::LinkPaced);
@@ -511,17 +524,17 @@ mod tests {
             "b:2",
             "--direct-upnp",
             "--access-rule",
-            "r",
+            "10.0.0.0/8:22",
+            "--access-rule",
+            "::1:443",
         ])
         .command
         else {
             panic!()
         };
         assert!(c.socks_no_wait);
-        assert_eq!(
-            c.p2p.given(),
-            vec!["--stun-server", "--direct-upnp", "--access-rule"]
-        );
+        assert_eq!(c.p2p.given(), vec!["--stun-server", "--direct-upnp"]);
+        assert_eq!(c.access_rule, ["10.0.0.0/8:22", "::1:443"]);
         let Command::Client(c) = parse(&[
             "x",
             "client",

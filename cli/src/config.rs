@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use linksocks_core::access::AccessRules;
 use linksocks_core::ids::InstanceId;
 use linksocks_core::session::client::normalize_url;
 use linksocks_core::session::{
@@ -125,6 +126,34 @@ fn credentials(
     }
 }
 
+/// What the reference answers when `--access-rule` comes with an API key: with the API on,
+/// rules are per token (`POST /api/token`) and server-wide (`PUT /api/config/access`).
+pub const ACCESS_RULE_WITH_API: &str =
+    "--access-rule is not allowed in API server mode; configure access control through the HTTP API";
+
+/// The rules of the repeated `--access-rule` flags; an invalid one is a usage error with the
+/// parser's message.
+fn access_rules(specs: &[String]) -> Result<AccessRules, CliError> {
+    AccessRules::parse_cli(specs).map_err(|e| CliError::Usage(e.to_string()))
+}
+
+/// The API keys: every non-empty `-k`, else the comma-separated `LINKSOCKS_API_KEY` (blanks
+/// around each trimmed, empty ones ignored). A `-k` value is taken whole, commas included.
+fn api_keys(flags: &[String], env: &Env) -> Vec<String> {
+    if !flags.is_empty() {
+        return flags.iter().filter(|k| !k.is_empty()).cloned().collect();
+    }
+    env.string("LINKSOCKS_API_KEY")
+        .map(|v| {
+            v.split(',')
+                .map(str::trim)
+                .filter(|k| !k.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 fn upstream_proxy(
     flag: &Option<String>,
     env: &Env,
@@ -183,7 +212,12 @@ pub fn server(a: &ServerArgs, env: &Env, rng: &mut dyn Rng) -> Result<ServerPlan
         DEFAULT_SOCKS_PORT,
     )?;
     let creds = credentials(&a.socks_username, &a.socks_password, env)?;
-    let api_key = pick(&a.api_key, env, "LINKSOCKS_API_KEY");
+    let api_keys = api_keys(&a.api_key, env);
+    let api = !api_keys.is_empty();
+    let rules = access_rules(&a.access_rule)?;
+    if api && !rules.is_empty() {
+        return Err(CliError::Usage(ACCESS_RULE_WITH_API.into()));
+    }
     let autonomy = pick_bool(a.connector_autonomy, env, "LINKSOCKS_CONNECTOR_AUTONOMY")?;
     let fast_open = pick_bool(a.fast_open, env, "LINKSOCKS_FASTOPEN")?;
     let upstream_proxy = upstream_proxy(&a.upstream_proxy, env, &mut warnings)?;
@@ -197,13 +231,18 @@ pub fn server(a: &ServerArgs, env: &Env, rng: &mut dyn Rng) -> Result<ServerPlan
         fast_open,
         ..ServerConfig::default()
     };
+    // As the reference: forward mode's rules are the server's dial rules, reverse mode's
+    // belong to the reverse token (checked at its SOCKS5 port).
+    if !a.reverse {
+        machine.access.dial = rules.clone();
+    }
     machine.timings.connector_wait_provider = a.connector_wait_provider;
     machine.timings.transport_grace = a.common.transport_grace;
     machine.data = data;
 
     let mut tokens = Vec::new();
     let mut banner = vec!["Configuration:".to_string()];
-    if api_key.is_some() && token.is_none() && !a.reverse {
+    if api && token.is_none() && !a.reverse {
         // The reference adds no token at all when the API is enabled; tokens come from
         // POST /api/token. Unlike the reference we still honour an explicit -t or -r, since
         // dropping them silently surprises more than it helps.
@@ -222,11 +261,16 @@ pub fn server(a: &ServerArgs, env: &Env, rng: &mut dyn Rng) -> Result<ServerPlan
             "  SOCKS5 port: {}",
             socks.as_ref().map_or(-1, |s| i32::from(s.port))
         ));
-        tokens.push(TokenSpec::Reverse(ReverseTokenSpec {
+        let reverse = TokenSpec::Reverse(ReverseTokenSpec {
             token: Some(token.clone()),
             socks,
             allow_manage_connector: autonomy,
-        }));
+        });
+        tokens.push(if rules.is_empty() {
+            reverse
+        } else {
+            TokenSpec::WithRules(Box::new(reverse), rules.clone())
+        });
         if autonomy {
             if a.connector_token.as_deref().is_some_and(|c| !c.is_empty()) {
                 warnings.push(
@@ -278,12 +322,16 @@ pub fn server(a: &ServerArgs, env: &Env, rng: &mut dyn Rng) -> Result<ServerPlan
                 "--socks-username/--socks-password",
             ),
             // With the API on, -i still governs reverse tokens added later over it.
-            (a.socks_nowait && api_key.is_none(), "--socks-nowait"),
+            (a.socks_nowait && !api, "--socks-nowait"),
         ] {
             if given {
                 warnings.push(format!("{flag} only applies to reverse mode (-r); ignored"));
             }
         }
+    }
+
+    if !rules.is_empty() {
+        banner.push(format!("  Access rules: {rules}"));
     }
 
     let given = a.p2p.given();
@@ -310,7 +358,8 @@ pub fn server(a: &ServerArgs, env: &Env, rng: &mut dyn Rng) -> Result<ServerPlan
             ws_port,
             machine,
             tokens,
-            api_key,
+            api_key: None,
+            api_keys,
             // Where reverse tokens added over the HTTP API put their SOCKS5 listeners.
             socks_host,
             upstream_proxy,
@@ -391,7 +440,8 @@ pub fn client(
     let creds = credentials(&a.socks_username, &a.socks_password, env)?;
     let fast_open = pick_bool(a.fast_open, env, "LINKSOCKS_FASTOPEN")?;
     let upstream_proxy = upstream_proxy(&a.upstream_proxy, env, &mut warnings)?;
-    let data = data_config(&a.common, None)?;
+    let mut data = data_config(&a.common, None)?;
+    let rules = Arc::new(access_rules(&a.access_rule)?);
 
     let threads = match usize::try_from(a.threads) {
         Ok(0) | Err(_) => 1,
@@ -405,6 +455,12 @@ pub fn client(
     };
 
     let mut machine = ClientConfig::new(url, token, role);
+    // As the reference: a provider checks where it dials, a client or connector where
+    // requests enter its own port.
+    match role {
+        ClientRole::Provider => data.dial_rules = rules,
+        ClientRole::Forward => machine.entry_rules = rules,
+    }
     if role == ClientRole::Forward {
         machine.socks = Some(SocksListen {
             host: socks_host,
@@ -521,7 +577,7 @@ mod tests {
             ]
         );
         assert_eq!((p.opts.ws_host.as_str(), p.opts.ws_port), ("0.0.0.0", 8765));
-        assert_eq!(p.opts.api_key, None);
+        assert!(p.opts.api_keys.is_empty() && p.opts.api_key.is_none());
         assert!(!p.opts.machine.connector_autonomy);
         assert_eq!(p.opts.max_message_size, 32 << 20);
         assert!(p.warnings.is_empty(), "{:?}", p.warnings);
@@ -631,7 +687,7 @@ mod tests {
         assert_eq!(m.timings.connector_wait_provider, Duration::from_secs(120));
         assert_eq!(m.data.max_batch, 4096);
         assert_eq!(m.data.batch, BatchPolicy::Immediate);
-        assert_eq!(p.opts.api_key.as_deref(), Some("key"));
+        assert_eq!(p.opts.api_keys, ["key"]);
         assert_eq!(p.opts.tokens.len(), 1);
         // Without -b the core's default batch stays.
         assert_eq!(
@@ -704,7 +760,7 @@ mod tests {
         assert!(s.credentials.as_ref().unwrap().matches(b"eu", b"ep"));
         // The flag wins over LINKSOCKS_WEBSOCKET_PORT, the env fills the host.
         assert_eq!((p.opts.ws_host.as_str(), p.opts.ws_port), ("127.0.0.2", 1));
-        assert_eq!(p.opts.api_key.as_deref(), Some("ek"));
+        assert_eq!(p.opts.api_keys, ["ek"]);
         assert!(p.opts.machine.fast_open);
         assert_eq!(p.opts.upstream_proxy.as_ref().unwrap().port, 1);
 
@@ -978,6 +1034,189 @@ mod tests {
         );
         let p = srv(&["--direct-enable"]);
         assert_eq!(p.warnings.len(), 1);
+    }
+
+    fn rules(specs: &[&str]) -> AccessRules {
+        AccessRules::parse_cli(specs).unwrap()
+    }
+
+    #[test]
+    fn several_api_keys_from_flags_or_the_environment() {
+        let p = srv(&["-k", "a", "--api-key", "b,c", "-k", ""]);
+        // A flag's value is one key, commas and all; empty ones are dropped.
+        assert_eq!(p.opts.api_keys, ["a", "b,c"]);
+        let env = Env::from_fn(|k| (k == "LINKSOCKS_API_KEY").then(|| " k1 , ,k2,, ".into()));
+        let p = server(&server_args(&[]), &env, &mut Seq(0)).unwrap();
+        assert_eq!(p.opts.api_keys, ["k1", "k2"]);
+        assert!(p.opts.tokens.is_empty(), "API only: {:?}", p.opts.tokens);
+        // A flag wins over the environment.
+        let p = server(&server_args(&["-k", "f"]), &env, &mut Seq(0)).unwrap();
+        assert_eq!(p.opts.api_keys, ["f"]);
+        let env = Env::from_fn(|k| (k == "LINKSOCKS_API_KEY").then(|| " , ".into()));
+        let p = server(&server_args(&[]), &env, &mut Seq(0)).unwrap();
+        assert!(p.opts.api_keys.is_empty());
+        assert_eq!(p.opts.tokens.len(), 1);
+    }
+
+    #[test]
+    fn access_rules_go_where_the_reference_puts_them() {
+        // Forward server: its dial rules.
+        let p = srv(&[
+            "--access-rule",
+            "10.0.0.0/8:22",
+            "--access-rule",
+            "::1:80-90",
+        ]);
+        assert_eq!(
+            p.opts.machine.access.dial,
+            rules(&["10.0.0.0/8:22", "::1:80-90"])
+        );
+        assert!(p.opts.machine.access.entry.is_empty());
+        assert!(matches!(&p.opts.tokens[..], [TokenSpec::Forward(_)]));
+        assert_eq!(
+            p.banner.last().unwrap(),
+            "  Access rules: 10.0.0.0/8:22, ::1:80-90"
+        );
+        // Reverse server: the reverse token's, not the connector token's nor the server's.
+        let p = srv(&["-r", "-t", "rev", "--access-rule", "127.0.0.1:22"]);
+        assert_eq!(p.opts.machine.access, Default::default());
+        let [TokenSpec::WithRules(r, rr), TokenSpec::Connector(_, of)] = &p.opts.tokens[..] else {
+            panic!("{:?}", p.opts.tokens)
+        };
+        assert!(matches!(&**r, TokenSpec::Reverse(s) if s.token.as_deref() == Some("rev")));
+        assert_eq!((rr, of.as_str()), (&rules(&["127.0.0.1:22"]), "rev"));
+        // Client and connector: entry rules; provider and client -r: dial rules.
+        for cmd in ["client", "connector"] {
+            let m = cli(cmd, &["--access-rule", "192.168.1.1-255:443"])
+                .opts
+                .machine;
+            assert_eq!(*m.entry_rules, rules(&["192.168.1.1-255:443"]), "{cmd}");
+            assert!(m.data.dial_rules.is_empty(), "{cmd}");
+        }
+        for (cmd, extra) in [("provider", None), ("client", Some("-r"))] {
+            let mut a = vec!["--access-rule", "10.0.0.1-10.0.0.9:1-1024"];
+            a.extend(extra);
+            let m = cli(cmd, &a).opts.machine;
+            assert_eq!(*m.data.dial_rules, rules(&["10.0.0.1-10.0.0.9:1-1024"]));
+            assert!(m.entry_rules.is_empty());
+        }
+        // None given: nothing anywhere.
+        let m = cli("client", &[]).opts.machine;
+        assert!(m.entry_rules.is_empty() && m.data.dial_rules.is_empty());
+    }
+
+    #[test]
+    fn bad_access_rules_are_usage_errors_with_the_parser_s_message() {
+        for bad in [
+            "10.0.0.1",
+            "[::1]:22",
+            "example.com:22",
+            "10.0.0.0/8:0",
+            ":22",
+        ] {
+            let a = server_args(&["--access-rule", bad]);
+            let Err(CliError::Usage(msg)) = server(&a, &no_env(), &mut Seq(0)) else {
+                panic!("{bad} accepted by server")
+            };
+            let want = AccessRules::parse_cli([bad]).unwrap_err().to_string();
+            assert_eq!(msg, want);
+            let r = client(
+                ClientKind::Provider,
+                &client_args("provider", &["--access-rule", bad]),
+                &no_env(),
+                &mut Seq(0),
+            );
+            assert!(matches!(r, Err(CliError::Usage(m)) if m == want), "{bad}");
+        }
+    }
+
+    #[test]
+    fn access_rules_with_an_api_key_are_refused() {
+        for extra in [
+            &["-k", "key"][..],
+            &["-k", "key", "-r"],
+            &["-k", "key", "-t", "t"],
+        ] {
+            let mut a = vec!["--access-rule", "10.0.0.0/8:22"];
+            a.extend_from_slice(extra);
+            let r = server(&server_args(&a), &no_env(), &mut Seq(0));
+            assert_eq!(
+                r.unwrap_err(),
+                CliError::Usage(
+                    "--access-rule is not allowed in API server mode; \
+                     configure access control through the HTTP API"
+                        .into()
+                ),
+                "{a:?}"
+            );
+        }
+        // The key from the environment counts too.
+        let env = Env::from_fn(|k| (k == "LINKSOCKS_API_KEY").then(|| "k".into()));
+        let a = server_args(&["--access-rule", "10.0.0.0/8:22"]);
+        assert!(server(&a, &env, &mut Seq(0)).is_err());
+    }
+
+    #[test]
+    fn every_reference_p2p_flag_is_accepted_with_one_warning() {
+        let p = srv(&[
+            "--direct-enable",
+            "--direct-rendezvous-udp=true",
+            "--direct-rendezvous-host",
+            "0.0.0.0",
+            "--direct-rendezvous-port",
+            "3478",
+        ]);
+        assert_eq!(p.warnings.len(), 1, "{:?}", p.warnings);
+        assert!(
+            p.warnings[0].starts_with(
+                "--direct-enable, --direct-rendezvous-udp, --direct-rendezvous-host, \
+                 --direct-rendezvous-port ignored"
+            ),
+            "{:?}",
+            p.warnings
+        );
+        for cmd in ["client", "provider", "connector"] {
+            let p = cli(
+                cmd,
+                &[
+                    "--direct-mode",
+                    "direct-only",
+                    "--direct-discovery",
+                    "auto",
+                    "--direct-host-candidates",
+                    "never",
+                    "--stun-server",
+                    "stun.example:3478",
+                    "--direct-only-action",
+                    "refuse",
+                    "--direct-upnp",
+                    "--direct-upnp-lease",
+                    "30m",
+                    "--direct-upnp-keep=true",
+                    "--direct-upnp-external-port",
+                    "0",
+                ],
+            );
+            let p2p: Vec<&String> = p
+                .warnings
+                .iter()
+                .filter(|w| w.contains("peer-to-peer"))
+                .collect();
+            assert_eq!(p2p.len(), 1, "{cmd}: {:?}", p.warnings);
+            for flag in [
+                "--direct-mode",
+                "--direct-discovery",
+                "--direct-host-candidates",
+                "--stun-server",
+                "--direct-only-action",
+                "--direct-upnp,",
+                "--direct-upnp-lease",
+                "--direct-upnp-keep",
+                "--direct-upnp-external-port",
+            ] {
+                assert!(p2p[0].contains(flag), "{cmd}: {flag} not in {}", p2p[0]);
+            }
+        }
     }
 
     #[test]

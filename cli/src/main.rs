@@ -132,8 +132,10 @@ fn run(cli: Cli) -> Result<(), CliError> {
                     proxy_url::display(p)
                 );
             }
-            if plan.opts.api_key.is_some() {
-                info!("HTTP API enabled at /api/*");
+            match plan.opts.api_keys.len() {
+                0 => {}
+                1 => info!("HTTP API enabled at /api/*"),
+                n => info!("HTTP API enabled at /api/* ({n} keys)"),
             }
             drive(Role::Server, move |events, stop| {
                 rt::run_server(plan.opts, events, stop)

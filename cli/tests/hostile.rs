@@ -822,7 +822,20 @@ fn socks_port_hostile_input() {
             vec![],
             "a SOCKS4 request",
         ),
-        (b"GET / HTTP/1.1\r\n\r\n".to_vec(), vec![], "HTTP"),
+        // The port serves HTTP proxy requests too: this one lacks the port's credentials.
+        (
+            b"GET http://x/ HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+            linksocks_core::socks::error_response(
+                linksocks_core::socks::HttpFailure::ProxyAuthRequired,
+            )
+            .to_vec(),
+            "an HTTP request without credentials",
+        ),
+        (
+            b"get / HTTP/1.1\r\n\r\n".to_vec(),
+            vec![],
+            "neither SOCKS5 nor HTTP",
+        ),
         (vec![5, 0], vec![5, 0xff], "a greeting offering no method"),
         (vec![5, 1, 0], vec![5, 0xff], "no username/password offered"),
         (

@@ -1,11 +1,16 @@
 //! The HTTP token API of the server (spec section 7), sans-IO: a parsed request in, a status
 //! and a JSON body out. The runtime reads the request and writes the response; the decisions
 //! live here, beside the machine they change.
+//!
+//! Beyond section 7, as the reference 1.10 has it (spec 12.5): any of several API keys, all
+//! with the same rights; per-token `rules` in `POST /api/token`; and `GET`/`PUT
+//! /api/config/access` for the server-wide entry and dial rules.
 
 use std::sync::Arc;
 
 use serde_json::{json, Value};
 
+use crate::access::{AccessConfigUpdate, AccessJsonError, AccessRules};
 use crate::session::{ListenerState, ReverseTokenSpec, ServerMachine, SocksListen, TokenType};
 use crate::socks::credentials::ct_eq;
 use crate::socks::Credentials;
@@ -59,8 +64,9 @@ impl ApiResponse {
 
 /// Settings the API needs beyond the machine.
 pub struct ApiContext<'a> {
-    /// The configured key (the API is only served when one is set).
-    pub key: &'a str,
+    /// The configured keys, all with the same rights (the API is only served when there is
+    /// one). Empty keys never match.
+    pub keys: &'a [String],
     pub version: &'a str,
     /// Host new reverse tokens' SOCKS listeners bind.
     pub socks_host: &'a str,
@@ -75,8 +81,7 @@ pub fn handle(
     ctx: &mut ApiContext<'_>,
     req: &ApiRequest<'_>,
 ) -> ApiResponse {
-    let offered = req.api_key.unwrap_or("").as_bytes();
-    if !ct_eq(ctx.key.as_bytes(), offered) {
+    if !key_matches(ctx.keys, req.api_key.unwrap_or("")) {
         return ApiResponse::error(401, "invalid API key");
     }
     let path = req.path.trim_end_matches('/');
@@ -99,6 +104,9 @@ pub fn handle(
             remove(server, now, &t)
         }
         (_, p) if p == "/api/token" || p.starts_with("/api/token/") => ApiResponse::empty(405),
+        ("GET", "/api/config/access") => get_access(server),
+        ("PUT", "/api/config/access") => put_access(server, req.body),
+        (_, "/api/config/access") => ApiResponse::empty(405),
         ("GET", "/metrics") => ApiResponse {
             status: 200,
             content_type: "text/plain; version=0.0.4",
@@ -111,6 +119,57 @@ pub fn handle(
             body: "404 page not found\n".into(),
             pending_listener: None,
         },
+    }
+}
+
+/// Whether `offered` is one of `keys`. Every key is compared, in constant time, whatever the
+/// outcome of the others: how long the answer takes tells nothing about which key came
+/// close, nor how many keys there are before it.
+fn key_matches(keys: &[String], offered: &str) -> bool {
+    let mut found = false;
+    for key in keys {
+        // Non-short-circuiting `&` and `|`: each comparison runs.
+        found |= !key.is_empty() & ct_eq(key.as_bytes(), offered.as_bytes());
+    }
+    found
+}
+
+/// `GET /api/config/access`: `{"entry":[...]|null,"dial":[...]|null}`.
+fn get_access(server: &ServerMachine) -> ApiResponse {
+    match serde_json::to_value(server.access_config()) {
+        Ok(v) => ApiResponse::json(200, v),
+        Err(e) => ApiResponse::error(500, &e.to_string()),
+    }
+}
+
+/// `PUT /api/config/access`: a side missing or `null` keeps its rules, `[]` empties them.
+/// Unlike the reference (which may apply `entry` and then refuse `dial`), nothing changes
+/// unless both sides are valid.
+fn put_access(server: &mut ServerMachine, body: &[u8]) -> ApiResponse {
+    match AccessConfigUpdate::from_json_slice(body) {
+        Ok(update) => {
+            server.update_access_config(update);
+            ApiResponse::json(200, json!({"success": true}))
+        }
+        Err(AccessJsonError::Malformed(_)) => ApiResponse::error(400, "invalid request body"),
+        Err(AccessJsonError::Invalid(e)) => ApiResponse::error(400, &e.to_string()),
+    }
+}
+
+/// The `rules` member of a `POST /api/token` body, its name matched case-insensitively as Go's
+/// decoder does (an exact `rules` wins over other spellings); absent or `null`: no rules.
+fn token_rules(v: &Value) -> Result<AccessRules, AccessJsonError> {
+    let Some(obj) = v.as_object() else {
+        return Ok(AccessRules::default());
+    };
+    let value = obj.get("rules").or_else(|| {
+        obj.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("rules"))
+            .map(|(_, v)| v)
+    });
+    match value {
+        None => Ok(AccessRules::default()),
+        Some(r) => AccessRules::from_json_value(r),
     }
 }
 
@@ -147,12 +206,31 @@ fn add_token(server: &mut ServerMachine, ctx: &mut ApiContext<'_>, body: &[u8]) 
             .map(str::to_string)
     };
     let token = s("token");
+    // As the reference: rules of the wrong shape fail the whole body (400); an invalid
+    // address is the answer of the token type that was asked for (200, "success":false).
+    let rules = match token_rules(&v) {
+        Err(AccessJsonError::Malformed(_)) => {
+            return ApiResponse::error(400, "invalid request body")
+        }
+        Err(AccessJsonError::Invalid(e)) => Err(e.to_string()),
+        Ok(r) => Ok(r),
+    };
     match v.get("type").and_then(|t| t.as_str()) {
-        Some("forward") => match server.add_forward_token(token) {
-            Ok(t) => ApiResponse::json(200, json!({"success": true, "token": t})),
-            Err(e) => ApiResponse::error(200, &e.to_string()),
-        },
+        Some("forward") => {
+            let rules = match rules {
+                Ok(r) => r,
+                Err(e) => return ApiResponse::error(200, &e),
+            };
+            match server.add_forward_token_with_rules(token, rules) {
+                Ok(t) => ApiResponse::json(200, json!({"success": true, "token": t})),
+                Err(e) => ApiResponse::error(200, &e.to_string()),
+            }
+        }
         Some("reverse") => {
+            let rules = match rules {
+                Ok(r) => r,
+                Err(e) => return ApiResponse::error(200, &e),
+            };
             let port = match v.get("port").and_then(|p| p.as_u64()) {
                 Some(p) if (1..=65535).contains(&p) => p as u16,
                 Some(_) => return ApiResponse::error(400, "invalid port"),
@@ -178,7 +256,7 @@ fn add_token(server: &mut ServerMachine, ctx: &mut ApiContext<'_>, body: &[u8]) 
                     .unwrap_or(false),
             };
             let spec_manages = spec.allow_manage_connector;
-            match server.add_reverse_token(spec) {
+            match server.add_reverse_token_with_rules(spec, rules) {
                 Ok(t) => {
                     // Tokens added at run time serve at once, provider or not.
                     server.open_listener_now(&t);
@@ -197,7 +275,11 @@ fn add_token(server: &mut ServerMachine, ctx: &mut ApiContext<'_>, body: &[u8]) 
             let Some(reverse) = s("reverse_token") else {
                 return ApiResponse::error(200, "reverse_token is required for connector token");
             };
-            match server.add_connector_token(token, &reverse) {
+            let rules = match rules {
+                Ok(r) => r,
+                Err(e) => return ApiResponse::error(200, &e),
+            };
+            match server.add_connector_token_with_rules(token, &reverse, rules) {
                 Ok(t) => ApiResponse::json(200, json!({"success": true, "token": t})),
                 Err(e) => ApiResponse::error(200, &e.to_string()),
             }
@@ -341,8 +423,9 @@ mod tests {
         let ids = Box::new(|b: &mut [u8]| b.fill(7));
         let mut server = ServerMachine::new(ServerConfig::default(), ids, Instant::ZERO);
         let mut pick = || Some(4000);
+        let keys = ["k".to_string()];
         let mut ctx = ApiContext {
-            key: "k",
+            keys: &keys,
             version: "v",
             socks_host: "127.0.0.1",
             pick_port: &mut pick,
@@ -364,5 +447,229 @@ mod tests {
         let status = call("GET", "/api/status", "");
         assert_eq!(status["tokens"][0]["port"], -1, "{status}");
         assert_eq!(server.listener_state("auto"), ListenerState::None);
+    }
+
+    /// A server machine with no tokens, and a way to call its API with a key.
+    struct Harness {
+        server: crate::session::ServerMachine,
+        keys: Vec<String>,
+    }
+
+    impl Harness {
+        fn new(keys: &[&str]) -> Harness {
+            use crate::session::{ServerConfig, ServerMachine};
+            let ids = Box::new(|b: &mut [u8]| b.fill(7));
+            Harness {
+                server: ServerMachine::new(
+                    ServerConfig::default(),
+                    ids,
+                    crate::time::Instant::ZERO,
+                ),
+                keys: keys.iter().map(|k| k.to_string()).collect(),
+            }
+        }
+
+        fn call(&mut self, key: &str, method: &str, path: &str, body: &str) -> (u16, Value) {
+            use super::{handle, ApiContext, ApiRequest};
+            let mut pick = || Some(4000);
+            let mut ctx = ApiContext {
+                keys: &self.keys,
+                version: "v",
+                socks_host: "127.0.0.1",
+                pick_port: &mut pick,
+            };
+            let req = ApiRequest {
+                method,
+                path,
+                api_key: Some(key),
+                body: body.as_bytes(),
+            };
+            let r = handle(&mut self.server, crate::time::Instant::ZERO, &mut ctx, &req);
+            let v = if r.body.is_empty() {
+                Value::Null
+            } else {
+                serde_json::from_str(&r.body).unwrap()
+            };
+            (r.status, v)
+        }
+    }
+
+    use serde_json::{json, Value};
+
+    fn rules(specs: &[&str]) -> crate::access::AccessRules {
+        crate::access::AccessRules::parse_cli(specs).unwrap()
+    }
+
+    #[test]
+    fn every_configured_key_works_and_no_other() {
+        let mut h = Harness::new(&["first-key", "second", ""]);
+        for k in ["first-key", "second"] {
+            let (status, v) = h.call(k, "GET", "/api/status", "");
+            assert_eq!(status, 200, "{k}: {v}");
+        }
+        for k in [
+            "",
+            "third",
+            "first-ke",
+            "first-key2",
+            "SECOND",
+            "first-key,second",
+        ] {
+            let (status, v) = h.call(k, "GET", "/api/status", "");
+            assert_eq!(status, 401, "{k:?}");
+            assert_eq!(v, json!({"success": false, "error": "invalid API key"}));
+        }
+        // Without keys, nothing gets in (the runtime does not serve the API then anyway).
+        let mut none = Harness::new(&[]);
+        assert_eq!(none.call("", "GET", "/api/status", "").0, 401);
+    }
+
+    #[test]
+    fn token_rules_on_post() {
+        let mut h = Harness::new(&["k"]);
+        let body = r#"{"type":"forward","token":"f","rules":[{"addrs":["127.0.0.1"],"ports":[80,[90,100]]}]}"#;
+        let (status, v) = h.call("k", "POST", "/api/token", body);
+        assert_eq!((status, &v["success"]), (200, &json!(true)), "{v}");
+        let want = crate::access::AccessRules::from_json_value(
+            &json!([{"Addrs": ["127.0.0.1"], "Ports": [80, [90, 100]]}]),
+        )
+        .unwrap();
+        assert_eq!(h.server.token_rules("f"), Some(&want));
+
+        // The key is matched whatever its case, as the reference's decoder does.
+        let body = r#"{"type":"reverse","token":"r","port":4001,"RULES":[{"Addrs":["10.0.0.0/8"],"Ports":[22]}]}"#;
+        let (status, v) = h.call("k", "POST", "/api/token", body);
+        assert_eq!((status, &v["success"]), (200, &json!(true)), "{v}");
+        assert_eq!(h.server.token_rules("r"), Some(&rules(&["10.0.0.0/8:22"])));
+        assert_eq!(
+            h.server.entry_rules_for_token("r"),
+            &rules(&["10.0.0.0/8:22"])
+        );
+
+        let body = r#"{"type":"connector","token":"c","reverse_token":"r","Rules":[{"addrs":["::1"],"ports":[443]}]}"#;
+        let (status, v) = h.call("k", "POST", "/api/token", body);
+        assert_eq!((status, &v["success"]), (200, &json!(true)), "{v}");
+        assert_eq!(h.server.token_rules("c"), Some(&rules(&["::1:443"])));
+
+        // `null` and absent: no rules.
+        let (status, _) = h.call(
+            "k",
+            "POST",
+            "/api/token",
+            r#"{"type":"forward","token":"n","rules":null}"#,
+        );
+        assert_eq!(status, 200);
+        assert_eq!(h.server.token_rules("n"), Some(&rules(&[])));
+
+        // An invalid address: the token type's answer, 200 with success false, nothing added.
+        for ty in [
+            r#""type":"forward""#,
+            r#""type":"reverse","port":4002"#,
+            r#""type":"connector","reverse_token":"r""#,
+        ] {
+            let body = format!(r#"{{{ty},"token":"bad","rules":[{{"Addrs":["10.0.0.300"]}}]}}"#);
+            let (status, v) = h.call("k", "POST", "/api/token", &body);
+            assert_eq!(status, 200, "{body}: {v}");
+            assert_eq!(v["success"], false, "{body}: {v}");
+            assert!(
+                v["error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("10.0.0.300")),
+                "{v}"
+            );
+            assert_eq!(h.server.token_rules("bad"), None, "{body}");
+        }
+        // A malformed rule (wrong shape, a port out of range) fails the whole body.
+        for rules in [
+            r#""x""#,
+            r#"[{"Ports":[70000]}]"#,
+            r#"[{"Addrs":"10.0.0.1"}]"#,
+        ] {
+            let body = format!(r#"{{"type":"forward","token":"bad","rules":{rules}}}"#);
+            let (status, v) = h.call("k", "POST", "/api/token", &body);
+            assert_eq!(status, 400, "{body}");
+            assert_eq!(
+                v,
+                json!({"success": false, "error": "invalid request body"}),
+                "{body}"
+            );
+        }
+        assert_eq!(h.server.token_rules("bad"), None);
+    }
+
+    #[test]
+    fn config_access_get_and_put() {
+        let mut h = Harness::new(&["k"]);
+        let get = |h: &mut Harness| {
+            let (status, v) = h.call("k", "GET", "/api/config/access", "");
+            assert_eq!(status, 200);
+            v
+        };
+        assert_eq!(get(&mut h), json!({"entry": null, "dial": null}));
+
+        let ok = json!({"success": true});
+        let body =
+            r#"{"entry":[{"Addrs":["10.0.0.0/8"],"Ports":[22]}],"dial":[{"Ports":[[80,90]]}]}"#;
+        assert_eq!(
+            h.call("k", "PUT", "/api/config/access", body),
+            (200, ok.clone())
+        );
+        assert_eq!(
+            get(&mut h),
+            json!({
+                "entry": [{"Addrs": ["10.0.0.0/8"], "Ports": [22]}],
+                "dial": [{"Addrs": null, "Ports": [[80, 90]]}],
+            })
+        );
+        assert_eq!(h.server.access_config().entry, rules(&["10.0.0.0/8:22"]));
+
+        // A missing or null side keeps its rules; `[]` empties one.
+        assert_eq!(
+            h.call("k", "PUT", "/api/config/access", r#"{"entry":null}"#),
+            (200, ok.clone())
+        );
+        assert_eq!(
+            h.call("k", "PUT", "/api/config/access", r#"{"dial":[]}"#),
+            (200, ok.clone())
+        );
+        assert_eq!(
+            get(&mut h),
+            json!({"entry": [{"Addrs": ["10.0.0.0/8"], "Ports": [22]}], "dial": null})
+        );
+
+        // Invalid: 400, and nothing changes (not even the valid side).
+        let before = get(&mut h);
+        let (status, v) = h.call(
+            "k",
+            "PUT",
+            "/api/config/access",
+            r#"{"entry":[],"dial":[{"Addrs":["nope"]}]}"#,
+        );
+        assert_eq!(status, 400, "{v}");
+        assert_eq!(v["success"], false);
+        assert!(
+            v["error"].as_str().is_some_and(|e| e.contains("nope")),
+            "{v}"
+        );
+        for body in ["", "[", r#"{"entry":"x"}"#, r#"{"dial":[{"Ports":[0]}]}"#] {
+            let (status, v) = h.call("k", "PUT", "/api/config/access", body);
+            assert_eq!(status, 400, "{body:?}");
+            assert_eq!(
+                v,
+                json!({"success": false, "error": "invalid request body"}),
+                "{body:?}"
+            );
+        }
+        assert_eq!(get(&mut h), before);
+
+        // Other methods, and the key.
+        assert_eq!(h.call("k", "POST", "/api/config/access", "{}").0, 405);
+        assert_eq!(h.call("k", "DELETE", "/api/config/access", "").0, 405);
+        assert_eq!(h.call("x", "GET", "/api/config/access", "").0, 401);
+        assert_eq!(
+            h.call("x", "PUT", "/api/config/access", r#"{"dial":[]}"#).0,
+            401
+        );
+        assert_eq!(get(&mut h), before);
     }
 }

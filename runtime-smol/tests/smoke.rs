@@ -61,6 +61,7 @@ fn forward_echo() {
             machine: ServerConfig::default(),
             tokens: vec![TokenSpec::Forward(Some("tok".into()))],
             api_key: None,
+            api_keys: Vec::new(),
             socks_host: "127.0.0.1".into(),
             upstream_proxy: None,
             max_message_size: 32 << 20,

@@ -530,9 +530,11 @@ impl<R: Runtime, P: Role<R>> Driver<R, P> {
                 }
                 Output::Dial {
                     conn,
+                    link,
                     target,
                     timeout,
-                } => self.dial(st, conn, target, timeout),
+                    rules,
+                } => self.dial(st, conn, link, target, timeout, rules),
                 Output::Write { conn, mut data } => {
                     if let Some(h) = st.conns.get(&conn) {
                         let idle = h.queued.load(Ordering::SeqCst) == 0;
@@ -1052,12 +1054,17 @@ impl<R: Runtime, P: Role<R>> Driver<R, P> {
         }
     }
 
+    /// Carry out [`Output::Dial`]: connect to `target` (through the upstream proxy, if any)
+    /// within `timeout`; with access `rules`, only to the addresses of the name that they all
+    /// allow (`connect::connect_allowed`).
     fn dial(
         self: &Arc<Self>,
         st: &mut State<P::M>,
         conn: ConnId,
+        link: LinkId,
         target: TargetAddr,
         timeout: Duration,
+        rules: Vec<Arc<linksocks_core::access::AccessRules>>,
     ) {
         let (tx, rx) = async_channel::unbounded();
         let gate = Arc::new(Gate::default());
@@ -1080,6 +1087,13 @@ impl<R: Runtime, P: Role<R>> Driver<R, P> {
         self.rt.spawn(async move {
             let sleep = me.rt.sleep_until(StdInstant::now() + timeout);
             let attempt = async {
+                if !rules.is_empty() {
+                    let upstream = me.upstream.as_ref();
+                    return crate::connect::connect_allowed(
+                        &me.rt, upstream, link, &target, &rules,
+                    )
+                    .await;
+                }
                 match &me.upstream {
                     Some(p) => crate::proxy::connect_via(&me.rt, p, &target).await,
                     None => crate::connect::connect_target(&me.rt, &target)

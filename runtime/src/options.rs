@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 
+use linksocks_core::access::AccessRules;
 use linksocks_core::session::{ClientConfig, ReverseTokenSpec, ServerConfig};
 
 /// An upstream proxy (`--upstream-proxy`): `socks5://[user[:pass]@]host[:port]` or
@@ -29,6 +30,10 @@ pub enum TokenSpec {
     Reverse(ReverseTokenSpec),
     /// A connector token for the reverse token named second.
     Connector(Option<String>, String),
+    /// One of the others with its own access rules (`server -r --access-rule` gives the
+    /// reverse token's): see `ServerMachine::add_forward_token_with_rules` and its siblings
+    /// for what they mean for each kind of token.
+    WithRules(Box<TokenSpec>, AccessRules),
 }
 
 /// Everything `linksocks-cli server` needs.
@@ -39,8 +44,11 @@ pub struct ServerOptions {
     pub ws_port: u16,
     pub machine: ServerConfig,
     pub tokens: Vec<TokenSpec>,
-    /// Enables the HTTP API.
+    /// Enables the HTTP API with this key ...
     pub api_key: Option<String>,
+    /// ... and these (`-k` repeated, a comma-separated `LINKSOCKS_API_KEY`): every key opens
+    /// the API with the same rights, and any one of them enables it. Empty keys are ignored.
+    pub api_keys: Vec<String>,
     /// Host the SOCKS5 listeners of reverse tokens added through the API bind.
     pub socks_host: String,
     /// Reach targets through this proxy.
@@ -49,6 +57,19 @@ pub struct ServerOptions {
     pub max_message_size: usize,
     /// Serve TLS (https/wss) with this certificate chain and key (PEM files).
     pub tls: Option<ServerTls>,
+}
+
+impl ServerOptions {
+    /// Every API key configured (`api_key` first), empty ones left out; the API is served
+    /// when there is at least one.
+    pub fn all_api_keys(&self) -> Vec<String> {
+        self.api_key
+            .iter()
+            .chain(&self.api_keys)
+            .filter(|k| !k.is_empty())
+            .cloned()
+            .collect()
+    }
 }
 
 /// PEM files of the server's certificate chain and private key.

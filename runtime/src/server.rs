@@ -36,8 +36,29 @@ impl<R: Runtime> Role<R> for ServerRole {
 }
 
 struct Api {
-    key: String,
+    keys: Vec<String>,
     socks_host: String,
+}
+
+/// Add a token the server starts with.
+fn add_token(
+    machine: &mut ServerMachine,
+    spec: TokenSpec,
+) -> Result<String, linksocks_core::session::TokenError> {
+    // The rules of the outermost `WithRules`, for the token inside them all.
+    let mut rules = None;
+    let mut spec = spec;
+    while let TokenSpec::WithRules(inner, r) = spec {
+        rules.get_or_insert(r);
+        spec = *inner;
+    }
+    let rules = rules.unwrap_or_default();
+    match spec {
+        TokenSpec::Forward(tok) => machine.add_forward_token_with_rules(tok, rules),
+        TokenSpec::Reverse(spec) => machine.add_reverse_token_with_rules(spec, rules),
+        TokenSpec::Connector(tok, rev) => machine.add_connector_token_with_rules(tok, &rev, rules),
+        TokenSpec::WithRules(..) => unreachable!("unwrapped above"),
+    }
 }
 
 /// Ports reverse tokens added through the API draw from when they name none (the reference's pool).
@@ -79,12 +100,8 @@ pub async fn run_server<R: Runtime>(
     let origin = StdInstant::now();
     let mut machine = ServerMachine::new(opts.machine.clone(), os_ids(), Instant::ZERO);
     for t in &opts.tokens {
-        let r = match t.clone() {
-            TokenSpec::Forward(tok) => machine.add_forward_token(tok),
-            TokenSpec::Reverse(spec) => machine.add_reverse_token(spec),
-            TokenSpec::Connector(tok, rev) => machine.add_connector_token(tok, &rev),
-        };
-        r.map_err(|e| RunError::Config(format!("cannot add token: {e}")))?;
+        add_token(&mut machine, t.clone())
+            .map_err(|e| RunError::Config(format!("cannot add token: {e}")))?;
     }
     let addr = format!("{}:{}", opts.ws_host, opts.ws_port);
     let bind_err = |e: std::io::Error| RunError::Bind {
@@ -117,9 +134,10 @@ pub async fn run_server<R: Runtime>(
     );
     driver.report(RunEvent::WebSocketListening(local));
     driver.with(|_, _| ());
-    let api = opts.api_key.clone().map(|key| {
+    let keys = opts.all_api_keys();
+    let api = (!keys.is_empty()).then(|| {
         Arc::new(Api {
-            key,
+            keys,
             socks_host: opts.socks_host.clone(),
         })
     });
@@ -338,7 +356,7 @@ async fn serve_http<R: Runtime>(
             let host = api.socks_host.clone();
             let mut pick = || pick_port(&host);
             let mut ctx = api::ApiContext {
-                key: &api.key,
+                keys: &api.keys,
                 version: concat!("v", env!("CARGO_PKG_VERSION")),
                 socks_host: &api.socks_host,
                 pick_port: &mut pick,

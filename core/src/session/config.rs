@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::access::{AccessConfig, AccessRules};
 use crate::ids::InstanceId;
 use crate::socks::Credentials;
 
@@ -122,6 +123,17 @@ pub struct DataConfig {
     /// local socket waits (fairness among channels: one bulk transfer cannot fill the queue
     /// ahead of the others' requests).
     pub channel_link_share: usize,
+    /// Access rules every TCP dial of this side must pass (empty: any destination), the
+    /// reference's `DialAccessControl`: a provider's (or `client -r`'s) `--access-rule`. A
+    /// denied Connect is answered with ConnectResponse failure
+    /// [`DIAL_BLOCKED`](super::output::DIAL_BLOCKED). An IP target is checked at once; a domain
+    /// is resolved by the driver, which connects only to the addresses every rule set allows
+    /// (see [`Output::Dial`](super::Output::Dial)). UDP associations are not checked (their
+    /// Connect names no destination), as in the reference.
+    ///
+    /// A server's own dial rules are [`ServerConfig::access`] (changeable at run time); this
+    /// one applies as well when set on a server.
+    pub dial_rules: Arc<AccessRules>,
 }
 
 impl Default for DataConfig {
@@ -141,6 +153,7 @@ impl Default for DataConfig {
             channel_flow: true,
             channel_window: 8 << 20,
             channel_link_share: 1 << 20,
+            dial_rules: Arc::default(),
         }
     }
 }
@@ -186,6 +199,11 @@ pub struct ClientConfig {
     pub instance: InstanceId,
     pub timings: Timings,
     pub data: DataConfig,
+    /// Forward client and connector: access rules checked where a SOCKS5 or HTTP request
+    /// enters the local port, before anything is sent (`--access-rule`, the reference's
+    /// `EntryAccessControl`); empty allows every destination. A provider's rules are
+    /// [`DataConfig::dial_rules`] instead.
+    pub entry_rules: Arc<AccessRules>,
 }
 
 impl ClientConfig {
@@ -204,6 +222,7 @@ impl ClientConfig {
             instance: InstanceId::default(),
             timings: Timings::default(),
             data: DataConfig::default(),
+            entry_rules: Arc::default(),
         }
     }
 }
@@ -218,4 +237,10 @@ pub struct ServerConfig {
     pub fast_open: bool,
     pub timings: Timings,
     pub data: DataConfig,
+    /// The server-wide access rules it starts with (`server --access-rule` without `-r` gives
+    /// `dial`); `GET`/`PUT /api/config/access` read and replace them at run time
+    /// ([`ServerMachine::access_config`](super::ServerMachine::access_config)). `entry` applies
+    /// at the SOCKS5 port of every reverse token that has no rules of its own, `dial` to every
+    /// Connect a forward client sends (together with its token's rules).
+    pub access: AccessConfig,
 }

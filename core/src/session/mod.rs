@@ -84,7 +84,7 @@ use crate::time::Instant;
 
 pub use client::ClientMachine;
 pub use config::*;
-pub use output::{Event, Output};
+pub use output::{Event, Output, DIAL_BLOCKED};
 pub use server::{
     ListenerState, ReverseTokenSpec, ServerMachine, TokenError, TokenStatus, TokenType,
 };

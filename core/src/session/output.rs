@@ -1,12 +1,19 @@
 //! What the machines ask the driver to do.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 
 use super::{ConnId, LinkId, ListenerId, UdpId};
+use crate::access::AccessRules;
 use crate::addr::TargetAddr;
+
+/// The error of a dial that access rules refused, exactly as the reference words its token
+/// checks: it travels to the requesting side in ConnectResponse, whose SOCKS5 front answers
+/// 0x04 (host unreachable) and whose HTTP front answers 502.
+pub const DIAL_BLOCKED: &str = "destination blocked by access control";
 
 /// One effect for the driver to carry out. Effects on the same socket must be carried out in
 /// the order they were polled (a `Write` before a `Close` is written before the close).
@@ -53,10 +60,20 @@ pub enum Output {
 
     /// Connect a TCP socket to `target` (resolving a domain name here, on the dialling side);
     /// give up after `timeout`. Report with `handle_dial_result`, then read it like any socket.
+    ///
+    /// `rules`: access rule sets that must **all** allow the destination; empty (the common
+    /// case) means no check. The machine has already checked what it could without a lookup,
+    /// so these come only with a domain target: resolve the name once, keep the addresses
+    /// every set allows (`AccessRules::check_ip`), and connect only to those (through the
+    /// upstream proxy, if any, by address). No address left, or a name that does not
+    /// resolve: report the dial failed with exactly [`DIAL_BLOCKED`].
     Dial {
         conn: ConnId,
+        /// The link whose Connect this is (for logs).
+        link: LinkId,
         target: TargetAddr,
         timeout: Duration,
+        rules: Vec<Arc<AccessRules>>,
     },
     /// Write bytes to a local socket; report progress with `handle_conn_written`.
     Write {

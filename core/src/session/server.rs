@@ -4,15 +4,17 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use tracing::{debug, info, warn};
 
 use super::client::{token_hash, EXT_FLOW, EXT_RESUME};
 use super::config::{ServerConfig, SocksListen};
-use super::output::Output;
+use super::output::{Output, DIAL_BLOCKED};
 use super::plane::{PeerKey, Plane, Resume, Routed, SocksRequest, Timer};
 use super::{ConnId, LinkId, ListenerId, Machine, UdpId};
+use crate::access::{AccessConfig, AccessConfigUpdate, AccessRules};
 use crate::ids::{IdSource, InstanceId};
 use crate::socks::credentials::ct_eq;
 use crate::socks::Reply;
@@ -137,6 +139,10 @@ const DEPARTED_MAX: usize = 4096;
 struct Token {
     kind: Kind,
     links: Vec<LinkId>,
+    /// Its own access rules (empty: none). Forward: checked, with the server-wide dial rules,
+    /// before dialling for its clients. Reverse: checked at its SOCKS5 port instead of the
+    /// server-wide entry rules. Connector: checked before a Connect is relayed to a provider.
+    rules: Arc<AccessRules>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -179,6 +185,10 @@ pub struct ServerMachine {
     /// reconnections (metrics). `departed_order` is oldest first, for forgetting.
     departed: BTreeMap<InstanceId, u32>,
     departed_order: VecDeque<InstanceId>,
+    /// The server-wide access rules (`ServerConfig::access`, replaced at run time through
+    /// [`ServerMachine::set_access_config`]).
+    entry_rules: Arc<AccessRules>,
+    dial_rules: Arc<AccessRules>,
 }
 
 impl ServerMachine {
@@ -191,7 +201,6 @@ impl ServerMachine {
             now,
         );
         ServerMachine {
-            cfg,
             plane,
             tokens: BTreeMap::new(),
             by_hash: BTreeMap::new(),
@@ -201,6 +210,9 @@ impl ServerMachine {
             suspect: BTreeSet::new(),
             departed: BTreeMap::new(),
             departed_order: VecDeque::new(),
+            entry_rules: Arc::new(cfg.access.entry.clone()),
+            dial_rules: Arc::new(cfg.access.dial.clone()),
+            cfg,
         }
     }
 
@@ -240,15 +252,114 @@ impl ServerMachine {
             Token {
                 kind,
                 links: Vec::new(),
+                rules: Arc::default(),
             },
         );
     }
 
     /// Add a forward token (`None`: generate). Returns the token.
     pub fn add_forward_token(&mut self, token: Option<String>) -> Result<String, TokenError> {
+        self.add_forward_token_with_rules(token, AccessRules::default())
+    }
+
+    /// Add a forward token with its own access rules (empty: none): every Connect of its
+    /// clients must pass them **and** the server-wide dial rules. As in the reference, token
+    /// rules also refuse a UDP associate (its Connect names no destination to check).
+    pub fn add_forward_token_with_rules(
+        &mut self,
+        token: Option<String>,
+        rules: AccessRules,
+    ) -> Result<String, TokenError> {
         let token = self.check_new(token)?;
         self.insert(token.clone(), Kind::Forward);
+        self.set_rules(&token, rules);
         Ok(token)
+    }
+
+    /// Add a reverse token with its own access rules (empty: none), checked at its SOCKS5
+    /// port **instead of** the server-wide entry rules (see
+    /// [`entry_rules_for_token`](Self::entry_rules_for_token)). They are not applied to
+    /// connector requests, as in the reference.
+    pub fn add_reverse_token_with_rules(
+        &mut self,
+        spec: ReverseTokenSpec,
+        rules: AccessRules,
+    ) -> Result<String, TokenError> {
+        // The listener may be asked for already, but no request reaches the machine before
+        // this returns.
+        let token = self.add_reverse_token(spec)?;
+        self.set_rules(&token, rules);
+        Ok(token)
+    }
+
+    /// Add a connector token with its own access rules (empty: none), checked on the server
+    /// before a Connect of its connectors is relayed to a provider (the reference's
+    /// server-side connector check).
+    ///
+    /// Unlike the reference, which resolves a domain target on the server, a domain target is
+    /// refused when the token has rules: the machine cannot resolve names, and letting names
+    /// through would make the rules easy to bypass. Only IP targets can pass; UDP associates
+    /// are refused, as in the reference.
+    pub fn add_connector_token_with_rules(
+        &mut self,
+        token: Option<String>,
+        reverse: &str,
+        rules: AccessRules,
+    ) -> Result<String, TokenError> {
+        let token = self.add_connector_token(token, reverse)?;
+        self.set_rules(&token, rules);
+        Ok(token)
+    }
+
+    fn set_rules(&mut self, token: &str, rules: AccessRules) {
+        if let Some(t) = self.tokens.get_mut(token) {
+            t.rules = Arc::new(rules);
+        }
+    }
+
+    /// The access rules of `token` itself (empty when it has none); `None` for an unknown
+    /// token.
+    pub fn token_rules(&self, token: &str) -> Option<&AccessRules> {
+        self.tokens.get(token).map(|t| &*t.rules)
+    }
+
+    /// The rules the front checks a request on reverse token `token`'s SOCKS5 (or HTTP) port
+    /// against, before anything is sent to a provider: the token's own rules when it has
+    /// any, otherwise the server-wide entry rules. As in the reference, a token rule applies
+    /// *instead of* the server-wide one, not in addition to it (relay.go `checkEntryAccess`).
+    /// An unknown token gets the server-wide entry rules. A denial answers SOCKS5 0x02 or
+    /// HTTP 403. For a SOCKS5 UDP association the reference checks each datagram's
+    /// destination against the same rules and drops a denied one silently (relay.go
+    /// 1867-1870).
+    pub fn entry_rules_for_token(&self, token: &str) -> &AccessRules {
+        match self.tokens.get(token) {
+            Some(t) if !t.rules.is_empty() => &t.rules,
+            _ => &self.entry_rules,
+        }
+    }
+
+    /// The server-wide access rules in force (`GET /api/config/access`).
+    pub fn access_config(&self) -> AccessConfig {
+        AccessConfig {
+            entry: (*self.entry_rules).clone(),
+            dial: (*self.dial_rules).clone(),
+        }
+    }
+
+    /// Replace the server-wide access rules. They apply to requests and Connects from now
+    /// on; channels already open stay.
+    pub fn set_access_config(&mut self, access: AccessConfig) {
+        info!(entry = %access.entry, dial = %access.dial, "server-wide access rules set");
+        self.entry_rules = Arc::new(access.entry);
+        self.dial_rules = Arc::new(access.dial);
+    }
+
+    /// Replace the sides of the server-wide access rules that `update` names
+    /// (`PUT /api/config/access`).
+    pub fn update_access_config(&mut self, update: AccessConfigUpdate) {
+        let mut access = self.access_config();
+        update.apply_to(&mut access);
+        self.set_access_config(access);
     }
 
     /// Add a reverse token; its SOCKS5 listener opens now with `socks_nowait`, else with the
@@ -803,13 +914,31 @@ impl ServerMachine {
             return;
         };
         match peer.role {
-            Role::Forward => self.plane.dial(now, link, c),
+            Role::Forward => {
+                let own = peer
+                    .token
+                    .as_ref()
+                    .and_then(|t| self.tokens.get(t))
+                    .map(|t| t.rules.clone())
+                    .unwrap_or_default();
+                if !own.is_empty() && c.protocol == crate::wire::Protocol::Udp {
+                    info!(%link, channel = %c.channel, "UDP associate refused: the token has access rules");
+                    self.plane.refuse_connect(link, c.channel, DIAL_BLOCKED);
+                    return;
+                }
+                let rules = vec![self.dial_rules.clone(), own];
+                self.plane.dial_with_rules(now, link, c, rules)
+            }
             Role::Connector => {
                 let token = peer.token.clone().unwrap_or_default();
                 let (reverse, owner) = match self.tokens.get(&token).map(|t| &t.kind) {
                     Some(Kind::Connector { reverse, owner, .. }) => (reverse.clone(), *owner),
                     _ => return,
                 };
+                if !self.connector_allows(link, &token, &c) {
+                    self.plane.refuse_connect(link, c.channel, DIAL_BLOCKED);
+                    return;
+                }
                 let to = self.pick_provider(&reverse, owner);
                 let Some(key) = self.plane.relay(now, link, c.clone(), to) else {
                     return;
@@ -827,6 +956,33 @@ impl ServerMachine {
                     .refuse_connect(link, c.channel, "connect not allowed on this link");
             }
         }
+    }
+
+    /// Whether connector token `token`'s rules let Connect `c` be relayed: any target when it
+    /// has none; otherwise an IP target they allow, never a domain (not resolved here, see
+    /// [`add_connector_token_with_rules`](Self::add_connector_token_with_rules)) nor a UDP
+    /// associate. A refusal is logged.
+    fn connector_allows(&self, link: LinkId, token: &str, c: &Connect) -> bool {
+        let Some(rules) = self.tokens.get(token).map(|t| &t.rules) else {
+            return true;
+        };
+        if rules.is_empty() {
+            return true;
+        }
+        let verdict = match (&c.protocol, &c.target) {
+            (crate::wire::Protocol::Tcp, Some((host, port))) => rules
+                .check_target(&crate::addr::TargetAddr::from_host_port(host, *port))
+                .unwrap_or(false),
+            _ => false,
+        };
+        if !verdict {
+            let target = c.target.as_ref().map_or_else(
+                || "UDP associate".to_string(),
+                |(h, p)| crate::addr::TargetAddr::from_host_port(h, *p).to_string(),
+            );
+            info!(%link, channel = %c.channel, %target, "connector request refused: destination blocked by the token's access rules");
+        }
+        verdict
     }
 
     fn on_connector(
@@ -1209,5 +1365,202 @@ mod token_tests {
         }
         m.remove_token(Instant::ZERO, "alpha").unwrap();
         assert_eq!(m.token_by_hash(&token_hash("alpha")), None, "removed");
+    }
+}
+
+#[cfg(test)]
+mod access_tests {
+    use super::*;
+    use crate::ids::ChannelId;
+    use crate::wire::{encode::encode_to_bytes, DecodeLimits, Protocol};
+
+    fn rules(specs: &[&str]) -> AccessRules {
+        AccessRules::parse_cli(specs).unwrap()
+    }
+
+    fn machine(cfg: ServerConfig) -> ServerMachine {
+        let ids: Box<dyn IdSource> = Box::new(|out: &mut [u8]| out.fill(7));
+        ServerMachine::new(cfg, ids, Instant::ZERO)
+    }
+
+    /// An authenticated link of `token`; what it was sent is drained.
+    fn link(m: &mut ServerMachine, token: &str) -> LinkId {
+        let link = m.handle_link_accept(
+            Instant::ZERO,
+            &format!("/socket?token={}", token_hash(token)),
+        );
+        assert!(m.peers.get(&link).is_some_and(|p| p.role != Role::Pending));
+        while m.poll_output().is_some() {}
+        link
+    }
+
+    fn connect(m: &mut ServerMachine, link: LinkId, n: u8, target: Option<(&str, u16)>) {
+        let c = Connect {
+            protocol: if target.is_some() {
+                Protocol::Tcp
+            } else {
+                Protocol::Udp
+            },
+            channel: ChannelId([n; 16]),
+            target: target.map(|(h, p)| (h.to_string(), p)),
+        };
+        let frame = encode_to_bytes(&Message::Connect(c)).unwrap();
+        m.handle_link_message(Instant::ZERO, link, frame);
+    }
+
+    /// What the machine did about the last Connect: `Ok(rules)` for a dial (with the rule
+    /// sets left to the driver), `Err(error)` for a ConnectResponse failure, `None` for
+    /// neither (relayed, or a UDP socket asked for).
+    fn outcome(m: &mut ServerMachine) -> Option<Result<Vec<Arc<AccessRules>>, String>> {
+        let mut found = None;
+        while let Some(o) = m.poll_output() {
+            match o {
+                Output::Dial { rules, .. } => found = Some(Ok(rules)),
+                Output::Transmit { frame, .. } => {
+                    if let Ok(Message::ConnectResponse {
+                        success: false,
+                        error,
+                        ..
+                    }) = crate::wire::decode(frame, &DecodeLimits::default())
+                    {
+                        found = Some(Err(error.unwrap_or_default()));
+                    }
+                }
+                _ => {}
+            }
+        }
+        found
+    }
+
+    #[test]
+    fn forward_token_rules_and_server_dial_rules_both_apply() {
+        let mut cfg = ServerConfig::default();
+        cfg.access.dial = rules(&["127.0.0.0/8:1-1000"]);
+        let mut m = machine(cfg);
+        m.add_forward_token_with_rules(Some("fwd".into()), rules(&["0.0.0.0/0:80"]))
+            .unwrap();
+        m.add_forward_token(Some("open".into())).unwrap();
+        let l = link(&mut m, "fwd");
+        // Allowed by both: dialled, nothing left for the driver to check.
+        connect(&mut m, l, 1, Some(("127.0.0.1", 80)));
+        assert_eq!(outcome(&mut m), Some(Ok(vec![])));
+        // Denied by the token's rules, then by the server's.
+        connect(&mut m, l, 2, Some(("127.0.0.1", 81)));
+        assert_eq!(outcome(&mut m), Some(Err(DIAL_BLOCKED.to_string())));
+        connect(&mut m, l, 3, Some(("10.0.0.1", 80)));
+        assert_eq!(outcome(&mut m), Some(Err(DIAL_BLOCKED.to_string())));
+        // A name goes to the driver with both sets.
+        connect(&mut m, l, 4, Some(("localhost", 80)));
+        let Some(Ok(sets)) = outcome(&mut m) else {
+            panic!("not dialled")
+        };
+        assert_eq!(sets.len(), 2);
+        // Token rules refuse a UDP associate, as the reference's do.
+        connect(&mut m, l, 5, None);
+        assert_eq!(outcome(&mut m), Some(Err(DIAL_BLOCKED.to_string())));
+
+        // A token without rules: only the server's.
+        let o = link(&mut m, "open");
+        connect(&mut m, o, 1, Some(("127.0.0.1", 81)));
+        assert_eq!(outcome(&mut m), Some(Ok(vec![])));
+        connect(&mut m, o, 2, Some(("127.0.0.1", 1001)));
+        assert_eq!(outcome(&mut m), Some(Err(DIAL_BLOCKED.to_string())));
+        // The server's dial rules do not refuse UDP.
+        connect(&mut m, o, 3, None);
+        assert_eq!(outcome(&mut m), None);
+
+        // Replaced at run time: from now on, the new rules.
+        m.update_access_config(AccessConfigUpdate {
+            entry: None,
+            dial: Some(AccessRules::default()),
+        });
+        connect(&mut m, o, 4, Some(("127.0.0.1", 1001)));
+        assert_eq!(outcome(&mut m), Some(Ok(vec![])));
+    }
+
+    #[test]
+    fn a_reverse_token_s_own_rules_replace_the_server_wide_entry_rules() {
+        let mut m = machine(ServerConfig::default());
+        let spec = |t: &str| ReverseTokenSpec {
+            token: Some(t.into()),
+            socks: None,
+            allow_manage_connector: false,
+        };
+        m.add_reverse_token_with_rules(spec("ruled"), rules(&["10.0.0.0/8:22"]))
+            .unwrap();
+        m.add_reverse_token(spec("plain")).unwrap();
+        assert!(m.entry_rules_for_token("plain").is_empty());
+        m.set_access_config(AccessConfig {
+            entry: rules(&["192.168.0.0/16:80"]),
+            dial: AccessRules::default(),
+        });
+        let ip = |s: &str| s.parse().unwrap();
+        let ruled = m.entry_rules_for_token("ruled");
+        assert!(ruled.check_ip(ip("10.1.1.1"), 22));
+        // Instead of, not besides, the server-wide rules.
+        assert!(!ruled.check_ip(ip("192.168.1.1"), 80));
+        for t in ["plain", "unknown"] {
+            let r = m.entry_rules_for_token(t);
+            assert!(r.check_ip(ip("192.168.1.1"), 80), "{t}");
+            assert!(!r.check_ip(ip("10.1.1.1"), 22), "{t}");
+        }
+        assert_eq!(m.token_rules("ruled"), Some(&rules(&["10.0.0.0/8:22"])));
+        assert_eq!(m.token_rules("plain"), Some(&AccessRules::default()));
+        assert_eq!(m.token_rules("unknown"), None);
+        assert_eq!(
+            m.access_config(),
+            AccessConfig {
+                entry: rules(&["192.168.0.0/16:80"]),
+                dial: AccessRules::default(),
+            }
+        );
+        // Removed with the token.
+        m.remove_token(Instant::ZERO, "ruled").unwrap();
+        assert_eq!(m.token_rules("ruled"), None);
+    }
+
+    #[test]
+    fn connector_token_rules_are_checked_before_relaying() {
+        let mut m = machine(ServerConfig::default());
+        m.add_reverse_token(ReverseTokenSpec {
+            token: Some("rev".into()),
+            socks: None,
+            allow_manage_connector: false,
+        })
+        .unwrap();
+        m.add_connector_token_with_rules(Some("con".into()), "rev", rules(&["127.0.0.1:80"]))
+            .unwrap();
+        m.add_connector_token(Some("free".into()), "rev").unwrap();
+        let _provider = link(&mut m, "rev");
+        let c = link(&mut m, "con");
+        connect(&mut m, c, 1, Some(("127.0.0.1", 80)));
+        assert_eq!(outcome(&mut m), None, "relayed");
+        connect(&mut m, c, 2, Some(("127.0.0.1", 81)));
+        assert_eq!(outcome(&mut m), Some(Err(DIAL_BLOCKED.to_string())));
+        // Names are not resolved by the machine: refused while the token has rules.
+        connect(&mut m, c, 3, Some(("localhost", 80)));
+        assert_eq!(outcome(&mut m), Some(Err(DIAL_BLOCKED.to_string())));
+        connect(&mut m, c, 4, None);
+        assert_eq!(outcome(&mut m), Some(Err(DIAL_BLOCKED.to_string())));
+        let f = link(&mut m, "free");
+        connect(&mut m, f, 1, Some(("localhost", 81)));
+        assert_eq!(outcome(&mut m), None, "relayed");
+    }
+
+    #[test]
+    fn a_provider_s_dial_rules_live_in_its_data_config() {
+        // The plane checks its own `DataConfig::dial_rules` on every TCP dial; a server's
+        // forward dial shows it as well as a provider's would.
+        let mut cfg = ServerConfig::default();
+        cfg.data.dial_rules = Arc::new(rules(&["::1:443"]));
+        let mut m = machine(cfg);
+        m.add_forward_token(Some("fwd".into())).unwrap();
+        let l = link(&mut m, "fwd");
+        connect(&mut m, l, 1, Some(("::1", 443)));
+        assert_eq!(outcome(&mut m), Some(Ok(vec![])));
+        connect(&mut m, l, 2, Some(("::1", 80)));
+        assert_eq!(outcome(&mut m), Some(Err(DIAL_BLOCKED.to_string())));
+        connect(&mut m, l, 3, Some(("[::1]", 443)));
+        assert_eq!(outcome(&mut m), Some(Ok(vec![])));
     }
 }

@@ -40,6 +40,7 @@ pub fn server_options(tokens: Vec<TokenSpec>) -> ServerOptions {
         machine: ServerConfig::default(),
         tokens,
         api_key: None,
+        api_keys: Vec::new(),
         socks_host: "127.0.0.1".into(),
         upstream_proxy: None,
         max_message_size: linksocks_core::wire::MAX_MESSAGE_SIZE,

@@ -998,6 +998,7 @@ impl World {
                 conn,
                 target,
                 timeout,
+                ..
             } => {
                 self.h_create(n, "conn", conn.0);
                 self.dial(n, conn, target, timeout);
