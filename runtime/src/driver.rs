@@ -535,6 +535,11 @@ impl<R: Runtime, P: Role<R>> Driver<R, P> {
                     timeout,
                     rules,
                 } => self.dial(st, conn, link, target, timeout, rules),
+                Output::Resolve {
+                    conn,
+                    host,
+                    timeout,
+                } => self.resolve(conn, host, timeout),
                 Output::Write { conn, mut data } => {
                     if let Some(h) = st.conns.get(&conn) {
                         let idle = h.queued.load(Ordering::SeqCst) == 0;
@@ -1057,6 +1062,30 @@ impl<R: Runtime, P: Role<R>> Driver<R, P> {
     /// Carry out [`Output::Dial`]: connect to `target` (through the upstream proxy, if any)
     /// within `timeout`; with access `rules`, only to the addresses of the name that they all
     /// allow (`connect::connect_allowed`).
+    /// Resolve a request's name for its entry-side access check; a failure or a lookup past
+    /// `timeout` is reported as no address (which denies).
+    fn resolve(self: &Arc<Self>, conn: ConnId, host: String, timeout: Duration) {
+        let me = self.clone();
+        self.rt.spawn(async move {
+            let sleep = me.rt.sleep_until(StdInstant::now() + timeout);
+            let lookup = me.rt.resolve(host.clone(), 0);
+            let addrs = futures_lite::future::or(async { lookup.await.ok() }, async {
+                sleep.await;
+                None
+            })
+            .await;
+            let ips: Vec<IpAddr> = addrs
+                .unwrap_or_default()
+                .into_iter()
+                .map(|a| a.ip())
+                .collect();
+            if ips.is_empty() {
+                debug!(%conn, %host, "the name does not resolve: the entry rules deny it");
+            }
+            me.with(|m, now| m.handle_resolved(now, conn, ips));
+        });
+    }
+
     fn dial(
         self: &Arc<Self>,
         st: &mut State<P::M>,

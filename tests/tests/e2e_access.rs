@@ -304,7 +304,105 @@ fn connector_token_rules(rt: Rt) {
     assert_echo(&Socks5::new(csocks), allowed.addr, b"still relayed");
 }
 
+/// curl through the HTTP proxy on `port` to `url` (plain request): the status it got.
+fn http_status(port: SocketAddr, url: &str) -> u16 {
+    let curl = linksocks_tests::e2e::daemon::require_program("curl", "curl");
+    let out = Command::new(curl)
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "--max-time",
+            "30",
+            "-w",
+            "%{http_code}",
+            "-x",
+        ])
+        .arg(format!("http://{port}"))
+        .arg(url)
+        .env_remove("no_proxy")
+        .env_remove("NO_PROXY")
+        .output()
+        .expect("cannot run curl");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0)
+}
+
+/// `client --access-rule 127.0.0.1:PORT` (the entry rules of a forward client; a connector's
+/// are the same code): checked at the client's port before anything is sent. The allowed
+/// port works by IP and by name; another port gets SOCKS5 0x02 or HTTP 403, and so does a
+/// name that does not resolve; UDP datagrams to a denied destination are dropped.
+fn client_entry_rules(rt: Rt) {
+    let (allowed, denied) = targets();
+    let udp_allowed = UdpServer::echo("127.0.0.1:0").unwrap();
+    let udp_denied = UdpServer::echo("127.0.0.1:0").unwrap();
+    let mut server = Proxy::server(rt, server_options(vec![forward("tok")]));
+    let mut opts = client_options(&server.url(), "tok", ClientRole::Forward);
+    opts.machine.entry_rules = Arc::new(rules(&[
+        format!("127.0.0.1:{}", allowed.addr.port()),
+        format!("127.0.0.1:{}", udp_allowed.addr.port()),
+    ]));
+    let mut client = Proxy::client(rt, opts);
+    client.wait_links_ready(1);
+    let socks = client.socks_addr();
+    assert_echo(&Socks5::new(socks), allowed.addr, b"allowed");
+    assert_echo(
+        &Socks5::new(socks),
+        Dest::domain("localhost", allowed.addr.port()),
+        b"by name",
+    );
+    assert_refused(socks, denied.addr, 2);
+    assert_refused(socks, Dest::domain("localhost", denied.addr.port()), 2);
+    assert_refused(
+        socks,
+        Dest::domain("no-such-host.invalid", allowed.addr.port()),
+        2,
+    );
+    assert_eq!(http_status(socks, &format!("http://{}/", denied.addr)), 403);
+    // UDP: the association opens; only datagrams to an allowed destination go out.
+    let assoc = Socks5::new(socks)
+        .udp_associate("127.0.0.1:0".parse().unwrap())
+        .unwrap();
+    assoc
+        .send_to(&Dest::Ip(udp_denied.addr), b"denied")
+        .unwrap();
+    assoc
+        .send_to(&Dest::Ip(udp_allowed.addr), b"allowed")
+        .unwrap();
+    let (from, got) = assoc.recv().unwrap();
+    assert_eq!(
+        (from, got.as_slice()),
+        (Dest::Ip(udp_allowed.addr), &b"allowed"[..])
+    );
+    // Nothing denied left the client: the server dialled only the allowed target (twice).
+    assert_never_reached(&denied, &server.dialled());
+    assert_eq!(server.dialled().len(), 2, "{:?}", server.dialled());
+}
+
+/// A reverse token's rules apply at its port on the server (SOCKS5 0x02, HTTP 403), in
+/// place of the server-wide entry rules; a token without rules gets the server-wide ones.
+fn reverse_token_entry_rules(rt: Rt) {
+    let (allowed, denied) = targets();
+    let mut opts = server_options(vec![TokenSpec::WithRules(
+        Box::new(reverse("rtok", None)),
+        rules(&[format!("127.0.0.1:{}", allowed.addr.port())]),
+    )]);
+    // Server-wide entry rules that would deny everything here: the token's own rules win.
+    opts.machine.access.entry = rules(&["127.0.0.1:1".to_string()]);
+    let mut server = Proxy::server(rt, opts);
+    let mut prov = provider_with(rt, &server.url(), "rtok", |_| {});
+    let socks = server.socks_addr();
+    assert_echo(&Socks5::new(socks), allowed.addr, b"allowed");
+    assert_refused(socks, denied.addr, 2);
+    assert_eq!(http_status(socks, &format!("http://{}/", denied.addr)), 403);
+    assert_never_reached(&denied, &prov.dialled());
+}
+
 linksocks_tests::on_both_runtimes!(
+    client_entry_rules,
+    reverse_token_entry_rules,
     forward_server_dial_rules,
     forward_server_dial_rules_through_upstream,
     forward_token_rules_and_udp,

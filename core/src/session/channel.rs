@@ -50,6 +50,8 @@ pub struct UdpLocal {
     pub app: Option<SocketAddr>,
     /// The relay's bound address, once known.
     pub bound: Option<SocketAddr>,
+    /// Socks side: entry rules each datagram's destination must pass (dropped otherwise).
+    pub entry_rules: Option<std::sync::Arc<crate::access::AccessRules>>,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]

@@ -12,7 +12,7 @@ use tracing::{debug, info, trace, warn};
 
 use super::config::{ClientConfig, ClientRole};
 use super::output::{Event, Output};
-use super::plane::{PeerKey, Plane, Resume, Routed, SocksRequest, Timer};
+use super::plane::{EntryCheck, PeerKey, Plane, Resume, Routed, SocksRequest, Timer};
 use super::{ConnId, LinkId, ListenerId, Machine, UdpId};
 use crate::ids::{ChannelId, IdSource};
 use crate::socks::Reply;
@@ -331,6 +331,14 @@ impl ClientMachine {
     }
 
     fn route(&mut self, now: Instant, req: SocksRequest) {
+        if self.plane.check_entry(req.conn, &self.cfg.entry_rules) != EntryCheck::Allowed {
+            return;
+        }
+        self.route_checked(now, req);
+    }
+
+    /// Route a request that passed the entry rules.
+    fn route_checked(&mut self, now: Instant, req: SocksRequest) {
         match self.pick_link() {
             Some(link) => self.plane.start_socks_channel(now, req.conn, link),
             None => {
@@ -541,6 +549,13 @@ impl ClientMachine {
 
 impl Machine for ClientMachine {
     plane_inputs!();
+
+    fn handle_resolved(&mut self, now: Instant, conn: ConnId, addrs: Vec<std::net::IpAddr>) {
+        let rules = self.cfg.entry_rules.clone();
+        if let Some(req) = self.plane.entry_resolved(conn, &addrs, &rules) {
+            self.route_checked(now, req);
+        }
+    }
 
     fn handle_link_pong(&mut self, now: Instant, link: LinkId) {
         self.plane.link_alive(now, link);

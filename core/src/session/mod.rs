@@ -157,6 +157,8 @@ pub trait Machine {
     ) -> ConnId;
     /// A dial asked for by [`Output::Dial`] finished.
     fn handle_dial_result(&mut self, now: Instant, conn: ConnId, result: Result<(), String>);
+    /// The addresses `Output::Resolve` found for `conn`'s target (none: it does not resolve).
+    fn handle_resolved(&mut self, now: Instant, conn: ConnId, addrs: Vec<std::net::IpAddr>);
     /// Bytes were read from a local socket.
     fn handle_conn_data(&mut self, now: Instant, conn: ConnId, data: Bytes);
     /// Bytes were read from a local socket into `buf[wire::DATA_HEADER_LEN..]`; the front is

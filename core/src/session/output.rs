@@ -58,6 +58,16 @@ pub enum Output {
         listener: ListenerId,
     },
 
+    /// Resolve `host` for the entry-side access check of the request on local socket `conn`
+    /// (the checking side resolves, as in the reference); answer with
+    /// [`Machine::handle_resolved`](super::Machine::handle_resolved), with no address when the
+    /// name does not resolve or the lookup takes longer than `timeout`.
+    Resolve {
+        conn: ConnId,
+        host: String,
+        timeout: Duration,
+    },
+
     /// Connect a TCP socket to `target` (resolving a domain name here, on the dialling side);
     /// give up after `timeout`. Report with `handle_dial_result`, then read it like any socket.
     ///

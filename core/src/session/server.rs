@@ -12,7 +12,7 @@ use tracing::{debug, info, warn};
 use super::client::{token_hash, EXT_FLOW, EXT_RESUME};
 use super::config::{ServerConfig, SocksListen};
 use super::output::{Output, DIAL_BLOCKED};
-use super::plane::{PeerKey, Plane, Resume, Routed, SocksRequest, Timer};
+use super::plane::{EntryCheck, PeerKey, Plane, Resume, Routed, SocksRequest, Timer};
 use super::{ConnId, LinkId, ListenerId, Machine, UdpId};
 use crate::access::{AccessConfig, AccessConfigUpdate, AccessRules};
 use crate::ids::{IdSource, InstanceId};
@@ -891,7 +891,19 @@ impl ServerMachine {
             self.plane.fail_socks(req.conn, Reply::GeneralFailure);
             return;
         };
+        let rules = self.entry_rules_arc(&token);
+        if self.plane.check_entry(req.conn, &rules) != EntryCheck::Allowed {
+            return;
+        }
         self.route_socks(now, &token, req.conn);
+    }
+
+    /// The entry rules at `token`'s port, shared ([`ServerMachine::entry_rules_for_token`]).
+    fn entry_rules_arc(&self, token: &str) -> Arc<AccessRules> {
+        match self.tokens.get(token) {
+            Some(t) if !t.rules.is_empty() => t.rules.clone(),
+            _ => self.entry_rules.clone(),
+        }
     }
 
     /// Find a provider of `token` for a SOCKS request, or let the request wait for one.
@@ -1220,6 +1232,19 @@ impl ServerMachine {
 
 impl Machine for ServerMachine {
     plane_inputs!();
+
+    fn handle_resolved(&mut self, now: Instant, conn: ConnId, addrs: Vec<std::net::IpAddr>) {
+        let Some(listener) = self.plane.waiting_listener(conn) else {
+            return;
+        };
+        let Some(token) = self.listener_token.get(&listener).cloned() else {
+            return;
+        };
+        let rules = self.entry_rules_arc(&token);
+        if self.plane.entry_resolved(conn, &addrs, &rules).is_some() {
+            self.route_socks(now, &token, conn);
+        }
+    }
 
     fn handle_link_pong(&mut self, now: Instant, link: LinkId) {
         self.plane.link_alive(now, link);

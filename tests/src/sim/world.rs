@@ -1003,6 +1003,12 @@ impl World {
                 self.h_create(n, "conn", conn.0);
                 self.dial(n, conn, target, timeout);
             }
+            Output::Resolve { conn, host, .. } => {
+                // The simulated peers run without access rules, so nothing asks for a name.
+                self.violation(format!(
+                    "node {n} asked to resolve {host} for {conn}: no access rules are simulated"
+                ));
+            }
             Output::Write { conn, data } => {
                 fnv(&mut self.fingerprint, data.len() as u64);
                 if !self.h_write(n, conn.0) {
@@ -1850,6 +1856,7 @@ fn output_key(o: &Output) -> (u8, u64, u64) {
         | Output::ResumeLink { link } => (1, link.0, 0),
         Output::Listen { listener, .. } | Output::Unlisten { listener } => (2, listener.0, 0),
         Output::Dial { conn, .. }
+        | Output::Resolve { conn, .. }
         | Output::Write { conn, .. }
         | Output::PauseRead { conn }
         | Output::ResumeRead { conn }

@@ -110,6 +110,7 @@ impl Plane {
                         allowed_port: None,
                         app: None,
                         bound: None,
+                        entry_rules: None,
                     }),
                     Side::Dialer,
                     now,

@@ -2,12 +2,14 @@
 //! handshake or HTTP proxy request (the first byte decides, as in the reference), the answers,
 //! and the channel a routed request opens.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use tracing::info;
 
 use super::{canonical, unspecified, ConnState, ListenerEntry, Plane, SocksRequest, Timer};
+use crate::access::AccessRules;
 use crate::addr::TargetAddr;
 use crate::ids::ChannelId;
 use crate::session::channel::{ChanKey, Channel, Local, Phase, Side, UdpLocal};
@@ -37,6 +39,17 @@ pub(super) enum FrontProto {
     HttpConnect,
     /// A plain HTTP request, forwarded: the origin's response is the answer.
     HttpForward,
+}
+
+/// How an entry-side access check of a request came out.
+#[derive(Copy, Clone, PartialEq, Eq, Debug)]
+pub enum EntryCheck {
+    /// Route it.
+    Allowed,
+    /// Refused (SOCKS5 reply 0x02, HTTP 403) and closed: forget it.
+    Denied,
+    /// Its name is being resolved: the role hears again in `handle_resolved`.
+    Resolving,
 }
 
 /// The HTTP answer for a refusal the session gives in SOCKS5 terms (the reference's table).
@@ -277,6 +290,7 @@ impl Plane {
         entry.proto = proto;
         entry.state = ConnState::Waiting {
             request,
+            listener,
             peer,
             local,
             early_len: early.iter().map(Bytes::len).sum(),
@@ -289,6 +303,88 @@ impl Plane {
             listener,
             command,
         })
+    }
+
+    /// The entry-side access check of waiting request `conn` (the reference's
+    /// `EntryAccessControl`: a client's or connector's `--access-rule`, a reverse token's
+    /// rules at its port), before anything is sent for it. An IP target is decided here; a
+    /// name is handed to the driver to resolve ([`Output::Resolve`]), and decided by
+    /// [`Plane::entry_resolved`]. A UDP association passes, and its datagrams are checked
+    /// one by one (see [`crate::session::channel::UdpLocal::entry_rules`]).
+    pub fn check_entry(&mut self, conn: ConnId, rules: &AccessRules) -> EntryCheck {
+        if rules.is_empty() {
+            return EntryCheck::Allowed;
+        }
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return EntryCheck::Denied;
+        };
+        let ConnState::Waiting { request, .. } = &c.state else {
+            return EntryCheck::Denied;
+        };
+        if request.command == Command::UdpAssociate {
+            c.udp_rules = Some(Arc::new(rules.clone()));
+            return EntryCheck::Allowed;
+        }
+        match (rules.check_target(&request.target), &request.target) {
+            (Some(true), _) => EntryCheck::Allowed,
+            (Some(false), _) => {
+                self.deny_entry(conn);
+                EntryCheck::Denied
+            }
+            (None, target) => {
+                let host = target.host_string();
+                self.out.push_back(Output::Resolve {
+                    conn,
+                    host,
+                    timeout: self.timings.connect_timeout,
+                });
+                EntryCheck::Resolving
+            }
+        }
+    }
+
+    /// The name of waiting request `conn` resolved to `addrs` (none: it does not resolve,
+    /// which denies it, as in the reference): allowed if `rules` allow any of them.
+    pub fn entry_resolved(
+        &mut self,
+        conn: ConnId,
+        addrs: &[IpAddr],
+        rules: &AccessRules,
+    ) -> Option<SocksRequest> {
+        let ConnState::Waiting {
+            request, listener, ..
+        } = &self.conns.get(&conn)?.state
+        else {
+            return None;
+        };
+        let req = SocksRequest {
+            conn,
+            listener: *listener,
+            command: request.command,
+        };
+        if rules.check_resolved(addrs, request.target.port()) {
+            Some(req)
+        } else {
+            self.deny_entry(conn);
+            None
+        }
+    }
+
+    /// The listener of waiting request `conn`.
+    pub fn waiting_listener(&self, conn: ConnId) -> Option<ListenerId> {
+        match &self.conns.get(&conn)?.state {
+            ConnState::Waiting { listener, .. } => Some(*listener),
+            _ => None,
+        }
+    }
+
+    fn deny_entry(&mut self, conn: ConnId) {
+        if let Some(ConnState::Waiting { request, peer, .. }) =
+            self.conns.get(&conn).map(|c| &c.state)
+        {
+            info!(%conn, %peer, target = %request.target, "request refused: destination blocked by access control");
+        }
+        self.fail_socks(conn, Reply::NotAllowed);
     }
 
     /// Answer an application whose channel cannot be had, in its own protocol: a SOCKS5
@@ -381,6 +477,7 @@ impl Plane {
             early,
             early_len,
             eof,
+            ..
         } = &mut entry.state
         else {
             return;
@@ -460,6 +557,7 @@ impl Plane {
                         allowed_port,
                         app: None,
                         bound: None,
+                        entry_rules: self.conns.get_mut(&conn).and_then(|c| c.udp_rules.take()),
                     }),
                     Side::Socks,
                     now,

@@ -19,6 +19,7 @@ mod data;
 mod dial;
 mod flow;
 mod front;
+pub use front::EntryCheck;
 mod inbound;
 mod lifecycle;
 mod links;
@@ -147,9 +148,11 @@ enum ConnState {
         peer: SocketAddr,
         local: SocketAddr,
     },
-    /// Request parsed, waiting for the role to find a link for it.
+    /// Request parsed, waiting for the role to find a link for it (or, first, for the
+    /// name its entry-side access check needs resolved).
     Waiting {
         request: Request,
+        listener: ListenerId,
         peer: SocketAddr,
         local: SocketAddr,
         early: Vec<Bytes>,
@@ -178,6 +181,8 @@ struct ConnEntry {
     control: usize,
     /// How the application asked for its channel: how to answer it.
     proto: front::FrontProto,
+    /// A UDP association's entry rules, for the channel to check each datagram with.
+    udp_rules: Option<std::sync::Arc<crate::access::AccessRules>>,
 }
 
 pub struct ListenerEntry {
@@ -286,6 +291,7 @@ impl Plane {
             blocking: None,
             control: 0,
             proto: front::FrontProto::Socks,
+            udp_rules: None,
         })
     }
 

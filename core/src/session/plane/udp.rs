@@ -104,6 +104,14 @@ impl Plane {
                         return;
                     }
                 };
+                // Entry rules drop a denied datagram silently, as the reference does. A name
+                // is not resolved per datagram here: with rules set, only IP destinations pass.
+                if let Some(rules) = &u.entry_rules {
+                    if rules.check_target(&target) != Some(true) {
+                        trace!(%udp, %target, "datagram dropped: destination blocked by access control");
+                        return;
+                    }
+                }
                 u.app = Some(from);
                 ch.last_active = now;
                 let payload = data.slice(header_len..);
