@@ -87,6 +87,8 @@ fn forward_server_dial_rules(rt: Rt) {
     );
     assert_refused(socks, Dest::domain("localhost", port(&denied)), 4);
     assert_refused(socks, "[::1]:1".parse::<SocketAddr>().unwrap(), 4);
+    // The same refusal through the port's HTTP proxy: 502, as the reference answers.
+    assert_eq!(http_status(socks, &format!("http://{}/", denied.addr)), 502);
     // The connection still works after the refusals.
     assert_echo(&Socks5::new(socks), allowed.addr, b"again");
     assert_never_reached(&denied, &server.dialled());

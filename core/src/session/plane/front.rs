@@ -110,15 +110,14 @@ impl Plane {
             self.out.push_back(Output::Close { conn, abort: false });
             return conn;
         }
-        self.conns.insert(
-            conn,
-            self.conn_entry(ConnState::Handshake {
-                front: Front::Detect,
-                listener,
-                peer,
-                local,
-            }),
-        );
+        let mut entry = self.conn_entry(ConnState::Handshake {
+            front: Front::Detect,
+            listener,
+            peer,
+            local,
+        });
+        entry.peer = Some(peer);
+        self.conns.insert(conn, entry);
         self.timers
             .set(Timer::Conn(conn), now + self.timings.handshake_timeout);
         conn
@@ -402,16 +401,17 @@ impl Plane {
             FrontProto::HttpConnect | FrontProto::HttpForward => {
                 let failure = http_failure(reply);
                 let target = match &c.state {
-                    ConnState::Waiting { request, peer, .. } => {
-                        Some((request.target.to_string(), *peer))
-                    }
+                    ConnState::Waiting { request, .. } => Some(request.target.to_string()),
+                    ConnState::Channel(key) => self
+                        .channels
+                        .get(key)
+                        .and_then(|ch| ch.target.as_ref())
+                        .map(|(h, p)| TargetAddr::from_host_port(h, *p).to_string()),
                     _ => None,
                 };
-                if let Some((target, peer)) = target {
-                    info!(%conn, %peer, %target, status = failure.status(), "HTTP proxy request refused");
-                } else {
-                    info!(%conn, status = failure.status(), "HTTP proxy request refused");
-                }
+                let peer = c.peer;
+                info!(%conn, peer = ?peer, target = target.as_deref().unwrap_or("?"),
+                    status = failure.status(), "HTTP proxy request refused");
                 error_response(failure)
             }
         };

@@ -183,6 +183,8 @@ struct ConnEntry {
     proto: front::FrontProto,
     /// A UDP association's entry rules, for the channel to check each datagram with.
     udp_rules: Option<std::sync::Arc<crate::access::AccessRules>>,
+    /// An accepted application's address, for the log line of a refusal.
+    peer: Option<SocketAddr>,
 }
 
 pub struct ListenerEntry {
@@ -292,6 +294,7 @@ impl Plane {
             control: 0,
             proto: front::FrontProto::Socks,
             udp_rules: None,
+            peer: None,
         })
     }
 
