@@ -504,6 +504,9 @@ impl<R: Runtime, P: Role<R>> Driver<R, P> {
                 Output::CloseLink { link } => {
                     if let Some(h) = st.links.get_mut(&link) {
                         h.send(link, LinkCmd::Close, &mut done.links);
+                        // Nothing may be written on the spot after the close frame (a pong
+                        // answered meanwhile would land behind or inside it).
+                        h.direct = None;
                         h.gate.resume();
                     }
                 }
@@ -954,6 +957,7 @@ impl<R: Runtime, P: Role<R>> Driver<R, P> {
                         // Nothing was read: the read future gave up nothing when dropped.
                         bufs.take(0);
                         bufs.release_idle();
+                        size = READ_MIN;
                         s.read(&mut bufs.prepare(ROOM + size)[ROOM..]).await
                     }
                 }

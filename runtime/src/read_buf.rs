@@ -16,6 +16,8 @@ use bytes::BytesMut;
 const CHUNK_MIN: usize = 16 << 10;
 /// A chunk holds at least this many reads of the size asked.
 const READS_PER_CHUNK: usize = 4;
+/// The most a quiet socket keeps: a chunk of small reads.
+const IDLE_MAX: usize = 4 * CHUNK_MIN;
 /// Chunks kept for reuse. A busy channel has its flow window in flight (8 MiB by default,
 /// in chunks of about 1 MiB for full-size reads); beyond this, chunks are allocated afresh
 /// and freed when their reads are.
@@ -69,15 +71,18 @@ impl ReadBuffers {
         self.cur.split()
     }
 
-    /// Let go of every chunk no read is using (the reader goes idle): what an idle socket
-    /// holds is one chunk at most.
+    /// Let go of every chunk (the reader goes idle): reads still held keep theirs alive, and
+    /// the next read starts a small chunk.
     pub(crate) fn release_idle(&mut self) {
         self.retired.clear();
+        self.cur = BytesMut::new();
+        self.cur_capacity = 0;
     }
 
-    /// Whether chunks are kept beyond the current one.
+    /// Whether more is kept than a socket of small reads needs: worth letting go when the
+    /// socket falls quiet.
     pub(crate) fn holds_spares(&self) -> bool {
-        !self.retired.is_empty()
+        !self.retired.is_empty() || self.cur_capacity > IDLE_MAX
     }
 
     /// Start a chunk with room for `len`: a retired one whose reads are all gone, or a new one.
@@ -169,6 +174,7 @@ mod tests {
         assert!(b.holds_spares());
         b.release_idle();
         assert!(!b.holds_spares());
+        assert_eq!(b.cur.capacity(), 0, "the current chunk goes too");
         assert_eq!(&read(&mut b, 4096, 3, 5)[..], &[5; 3]);
     }
 

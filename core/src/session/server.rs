@@ -1238,6 +1238,8 @@ impl Machine for ServerMachine {
             return;
         };
         let Some(token) = self.listener_token.get(&listener).cloned() else {
+            // The token went while its name was looked up.
+            self.plane.fail_socks(conn, Reply::NetworkUnreachable);
             return;
         };
         let rules = self.entry_rules_arc(&token);
@@ -1542,6 +1544,61 @@ mod access_tests {
         // Removed with the token.
         m.remove_token(Instant::ZERO, "ruled").unwrap();
         assert_eq!(m.token_rules("ruled"), None);
+    }
+
+    /// A request whose name is being looked up for its token's entry rules, when the token
+    /// is removed meanwhile: answered (0x03) and closed once the lookup returns, not left
+    /// waiting with no timer.
+    #[test]
+    fn a_request_resolving_when_its_token_goes_is_answered() {
+        let mut m = machine(ServerConfig::default());
+        let spec = ReverseTokenSpec {
+            token: Some("rtok".into()),
+            socks: Some(SocksListen {
+                host: "127.0.0.1".into(),
+                port: 0,
+                credentials: None,
+            }),
+            allow_manage_connector: false,
+        };
+        m.add_reverse_token_with_rules(spec, rules(&["127.0.0.1:80"]))
+            .unwrap();
+        m.open_listener_now("rtok");
+        let mut listener = None;
+        while let Some(o) = m.poll_output() {
+            if let Output::Listen { listener: l, .. } = o {
+                listener = Some(l);
+            }
+        }
+        let listener = listener.expect("the token's port opens");
+        let addr: SocketAddr = "127.0.0.1:1080".parse().unwrap();
+        m.handle_listener_bound(Instant::ZERO, listener, Ok(addr));
+        let app: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let conn = m.handle_accept(Instant::ZERO, listener, app, addr);
+        // Greeting, then CONNECT localhost:80.
+        m.handle_conn_data(Instant::ZERO, conn, Bytes::from_static(&[5, 1, 0]));
+        let mut req = vec![5, 1, 0, 3, 9];
+        req.extend_from_slice(b"localhost");
+        req.extend_from_slice(&80u16.to_be_bytes());
+        m.handle_conn_data(Instant::ZERO, conn, Bytes::from(req));
+        let mut resolving = false;
+        while let Some(o) = m.poll_output() {
+            resolving |= matches!(o, Output::Resolve { conn: c, ref host, .. } if c == conn && host == "localhost");
+        }
+        assert!(resolving, "the name is handed to the driver");
+        m.remove_token(Instant::ZERO, "rtok").unwrap();
+        while m.poll_output().is_some() {}
+        m.handle_resolved(Instant::ZERO, conn, vec!["127.0.0.1".parse().unwrap()]);
+        let (mut reply, mut closed) = (None, false);
+        while let Some(o) = m.poll_output() {
+            match o {
+                Output::Write { conn: c, data } if c == conn => reply = Some(data[1]),
+                Output::Close { conn: c, .. } if c == conn => closed = true,
+                _ => {}
+            }
+        }
+        assert_eq!(reply, Some(0x03));
+        assert!(closed);
     }
 
     #[test]

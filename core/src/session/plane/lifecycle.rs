@@ -253,7 +253,7 @@ impl Plane {
                     return;
                 }
                 debug!(%link, "peer silent too long: link considered dead");
-                self.out.push_back(Output::CloseLink { link });
+                self.emit(Output::CloseLink { link });
             }
             Timer::Conn(_) | Timer::Reconnect(_) | Timer::Probe(_) | Timer::Auth(_) => {}
         }
@@ -292,7 +292,7 @@ impl Plane {
         }
         let links: Vec<LinkId> = self.links.keys().copied().collect();
         for link in links {
-            self.out.push_back(Output::CloseLink { link });
+            self.emit(Output::CloseLink { link });
         }
     }
 }

@@ -307,6 +307,10 @@ impl Plane {
     }
 
     pub fn emit(&mut self, o: Output) {
+        if let Output::CloseLink { link } = o {
+            // Answers still waiting for company go before the close, not with the link.
+            self.flush_deferred(link);
+        }
         self.out.push_back(o);
     }
 
