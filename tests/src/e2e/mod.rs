@@ -20,6 +20,7 @@
 //! - [`wait`]: waiting for a condition with a deadline.
 
 pub mod api;
+pub mod curl;
 pub mod daemon;
 pub mod daemons;
 pub mod modes;
