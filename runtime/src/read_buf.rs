@@ -23,10 +23,12 @@ const IDLE_MAX: usize = 4 * CHUNK_MIN;
 /// and freed when their reads are.
 const RETIRED_MAX: usize = 16;
 
-/// A chunk given up for new reads, with the capacity it had when allocated.
+/// A chunk given up for new reads, with the capacity it had when allocated and how much of
+/// it was ever written.
 struct Retired {
     buf: BytesMut,
     capacity: usize,
+    written: usize,
 }
 
 /// One reader's chunks. See the [module documentation](self).
@@ -37,6 +39,8 @@ pub(crate) struct ReadBuffers {
     retired: Vec<Retired>,
     /// The capacity `cur` was allocated with.
     cur_capacity: usize,
+    /// How far into `cur`'s allocation bytes were ever written (zeroed or read into).
+    written: usize,
 }
 
 impl ReadBuffers {
@@ -45,6 +49,7 @@ impl ReadBuffers {
             cur: BytesMut::new(),
             retired: Vec::new(),
             cur_capacity: 0,
+            written: 0,
         }
     }
 
@@ -56,11 +61,18 @@ impl ReadBuffers {
             self.switch(len);
         }
         // Zeroing the read's room every time was a tenth of a bulk transfer's CPU (perf,
-        // 256 KiB reads), for bytes the read overwrites.
-        // SAFETY: `cur` is a chunk from `switch` (or what a split left of one), and every
-        // byte of a chunk's allocation was written when it was allocated; `len` is within
-        // its capacity. Reclaiming keeps the same allocation.
-        unsafe { self.cur.set_len(len) };
+        // 256 KiB reads), for bytes the read overwrites: each byte of a chunk is zeroed once,
+        // the first time a read's room reaches it.
+        let offset = self.cur_capacity - self.cur.capacity();
+        let ready = self.written.saturating_sub(offset).min(len);
+        // SAFETY: `cur` starts `offset` bytes into its chunk's allocation (reads are split
+        // off the front; reclaiming keeps the same allocation), and every byte of the
+        // allocation below `written` was written before; `ready` is within both.
+        unsafe { self.cur.set_len(ready) };
+        if ready < len {
+            self.cur.resize(len, 0);
+            self.written = offset + len;
+        }
         &mut self.cur[..]
     }
 
@@ -77,6 +89,7 @@ impl ReadBuffers {
         self.retired.clear();
         self.cur = BytesMut::new();
         self.cur_capacity = 0;
+        self.written = 0;
     }
 
     /// Whether more is kept than a socket of small reads needs: worth letting go when the
@@ -94,6 +107,7 @@ impl ReadBuffers {
             self.retired.push(Retired {
                 buf: old,
                 capacity: self.cur_capacity,
+                written: self.written,
             });
         }
         let reuse = self
@@ -104,13 +118,11 @@ impl ReadBuffers {
             let r = self.retired.remove(i);
             self.cur = r.buf;
             self.cur_capacity = r.capacity;
+            self.written = r.written;
         } else {
-            let mut chunk = BytesMut::with_capacity(capacity);
-            // Written once here, so that `prepare` can hand out its bytes as they are.
-            chunk.resize(chunk.capacity(), 0);
-            chunk.clear();
-            self.cur_capacity = chunk.capacity();
-            self.cur = chunk;
+            self.cur = BytesMut::with_capacity(capacity);
+            self.cur_capacity = self.cur.capacity();
+            self.written = 0;
         }
         if self.retired.len() > RETIRED_MAX {
             self.retired.remove(0);

@@ -70,6 +70,7 @@ pub mod batch;
 pub mod channel;
 pub mod client;
 pub mod config;
+pub mod keyed_hash;
 pub mod output;
 pub mod plane;
 pub mod server;

@@ -34,6 +34,7 @@ use bytes::Bytes;
 use super::backlog::Backlog;
 use super::channel::{ChanKey, Channel};
 use super::config::{DataConfig, SocksListen, Timings};
+use super::keyed_hash::{KeyedHash, KeyedMap};
 use super::output::{Event, Output};
 use super::timer::TimerQueue;
 use super::{ConnId, LinkId, ListenerId, UdpId};
@@ -225,13 +226,13 @@ pub struct Plane {
     conns: BTreeMap<ConnId, Box<ConnEntry>>,
     udps: BTreeMap<UdpId, ChanKey>,
     channels: BTreeMap<ChanKey, Box<Channel>>,
-    by_wire: BTreeMap<(LinkId, ChannelId), ChanKey>,
+    by_wire: KeyedMap<(LinkId, ChannelId), ChanKey>,
     /// Every channel by its peer and id, whichever link it is on (or none): where a resume
     /// looks for it.
-    by_owner: BTreeMap<(PeerKey, ChannelId), ChanKey>,
+    by_owner: KeyedMap<(PeerKey, ChannelId), ChanKey>,
     /// Channels of resuming peers that ended, most recent last (bounded), to answer a late
     /// resume with their end.
-    ended: BTreeMap<(PeerKey, ChannelId), flow::resume::Ending>,
+    ended: KeyedMap<(PeerKey, ChannelId), flow::resume::Ending>,
     ended_order: VecDeque<(PeerKey, ChannelId)>,
     /// Where the next suspended channel is asked to resume (round robin over ready links).
     next_resume: usize,
@@ -253,6 +254,8 @@ impl Plane {
         };
         let mut timers = TimerQueue::default();
         timers.set(Timer::Cleaner, now + timings.cleaner_interval);
+        let mut ids = ids;
+        let hash = KeyedHash::new(ids.as_mut());
         Plane {
             data,
             timings,
@@ -266,9 +269,9 @@ impl Plane {
             conns: BTreeMap::new(),
             udps: BTreeMap::new(),
             channels: BTreeMap::new(),
-            by_wire: BTreeMap::new(),
-            by_owner: BTreeMap::new(),
-            ended: BTreeMap::new(),
+            by_wire: KeyedMap::with_hasher(hash.clone()),
+            by_owner: KeyedMap::with_hasher(hash.clone()),
+            ended: KeyedMap::with_hasher(hash),
             ended_order: VecDeque::new(),
             next_resume: 0,
             next_handle: 1,

@@ -547,14 +547,14 @@ impl Plane {
             return;
         };
         // A relay answers for both ends: each may come back asking.
-        let owners = match &ch.relay {
-            Some(r) if r.exact => vec![ch.owner, r.route_owner],
+        let (owner, other) = match &ch.relay {
+            Some(r) if r.exact => (ch.owner, Some(r.route_owner)),
             Some(_) => return,
-            None if self.link_resume_of(ch) == Resume::Exact => vec![ch.owner],
+            None if self.link_resume_of(ch) == Resume::Exact => (ch.owner, None),
             None => return,
         };
         let id = ch.id;
-        for owner in owners {
+        for owner in std::iter::once(owner).chain(other) {
             let k = (owner, id);
             if self.ended.insert(k, ending.clone()).is_none() {
                 self.ended_order.push_back(k);
