@@ -110,7 +110,8 @@ pub struct ServerArgs {
     #[arg(short = 's', long, value_name = "HOST")]
     pub socks_host: Option<String>,
 
-    /// SOCKS5 listen port for reverse mode [default: 9870] [env: LINKSOCKS_SOCKS_PORT]
+    /// SOCKS5 listen port for reverse mode; it serves HTTP proxy requests too (CONNECT and
+    /// plain http://) [default: 9870] [env: LINKSOCKS_SOCKS_PORT]
     #[arg(short = 'p', long, value_name = "PORT")]
     pub socks_port: Option<u16>,
 
@@ -123,7 +124,8 @@ pub struct ServerArgs {
     #[arg(short = 'a', long)]
     pub connector_autonomy: bool,
 
-    /// SOCKS5 username required on the reverse SOCKS5 port [env: LINKSOCKS_SOCKS_USERNAME]
+    /// Username required on the reverse SOCKS5 port (HTTP proxy: Basic Proxy-Authorization,
+    /// with -w) [env: LINKSOCKS_SOCKS_USERNAME]
     #[arg(short = 'n', long, value_name = "USER")]
     pub socks_username: Option<String>,
 
@@ -204,11 +206,13 @@ pub struct ClientArgs {
     #[arg(short = 's', long, value_name = "HOST")]
     pub socks_host: Option<String>,
 
-    /// Local SOCKS5 listen port [default: 9870] [env: LINKSOCKS_SOCKS_PORT]
+    /// Local SOCKS5 listen port; it serves HTTP proxy requests too (CONNECT and plain
+    /// http://, e.g. curl -x http://127.0.0.1:9870) [default: 9870] [env: LINKSOCKS_SOCKS_PORT]
     #[arg(short = 'p', long, value_name = "PORT")]
     pub socks_port: Option<u16>,
 
-    /// SOCKS5 username required on the local port [env: LINKSOCKS_SOCKS_USERNAME]
+    /// Username required on the local port (HTTP proxy: Basic Proxy-Authorization, with -w)
+    /// [env: LINKSOCKS_SOCKS_USERNAME]
     #[arg(short = 'n', long, value_name = "USER")]
     pub socks_username: Option<String>,
 

@@ -603,3 +603,81 @@ fn cli_accepts_p2p_flags_with_one_warning() {
     }
     assert!(still_running, "the server stopped after its warning");
 }
+
+/// A child process killed when the test ends, however it ends.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Wait until something accepts on `addr`.
+fn wait_listening(addr: SocketAddr) {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(
+            std::time::Instant::now() < until,
+            "nothing listens on {addr}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// The rules set by the CLI, end to end with the binaries: `server --access-rule` (dial
+/// rules) and `client --access-rule` (entry rules), through the client's port as a SOCKS5 and
+/// as an HTTP proxy: allowed by both → through; denied by the client → 0x02 / 403 and never
+/// sent; allowed by the client, denied by the server → 0x04 / 502.
+#[test]
+fn cli_rules_entry_and_dial() {
+    use linksocks_tests::e2e::daemon::free_port;
+    let bin = cli_binary();
+    let both = TcpServer::http("127.0.0.1:0", b"through".to_vec()).unwrap();
+    let client_only = TcpServer::echo("127.0.0.1:0").unwrap();
+    let server_only = TcpServer::echo("127.0.0.1:0").unwrap();
+    let rule = |s: &TcpServer| format!("127.0.0.1:{}", s.addr.port());
+    let ws = free_port();
+    let socks: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let ws_s = ws.to_string();
+    let socks_s = socks.port().to_string();
+    let url = format!("ws://127.0.0.1:{ws}");
+    let (r_both, r_client, r_server) = (rule(&both), rule(&client_only), rule(&server_only));
+    let _server = Child(
+        cli(
+            &bin,
+            &["server", "-t", "tok", "-H", "127.0.0.1", "-P", &ws_s],
+        )
+        .args(["--access-rule", &r_both, "--access-rule", &r_server])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap(),
+    );
+    wait_listening(format!("127.0.0.1:{ws}").parse().unwrap());
+    let _client = Child(
+        cli(&bin, &["client", "-t", "tok", "-u", &url, "-p", &socks_s])
+            .args(["--access-rule", &r_both, "--access-rule", &r_client])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_listening(socks);
+    let page = |s: &TcpServer| format!("http://{}/", s.addr);
+    // The client's port opens before its link is up: the first request may wait for it.
+    assert_eq!(http_status(socks, &page(&both)), 200);
+    assert_refused(socks, server_only.addr, 2);
+    assert_eq!(http_status(socks, &page(&server_only)), 403);
+    assert_refused(socks, client_only.addr, 4);
+    assert_eq!(http_status(socks, &page(&client_only)), 502);
+    for denied in [&client_only, &server_only] {
+        assert_eq!(
+            denied.accepted.load(std::sync::atomic::Ordering::SeqCst),
+            0,
+            "{} was reached",
+            denied.addr
+        );
+    }
+}
