@@ -308,28 +308,7 @@ fn connector_token_rules(rt: Rt) {
 
 /// curl through the HTTP proxy on `port` to `url` (plain request): the status it got.
 fn http_status(port: SocketAddr, url: &str) -> u16 {
-    let curl = linksocks_tests::e2e::daemon::require_program("curl", "curl");
-    let out = Command::new(curl)
-        .args([
-            "-s",
-            "-o",
-            "/dev/null",
-            "--max-time",
-            "30",
-            "-w",
-            "%{http_code}",
-            "-x",
-        ])
-        .arg(format!("http://{port}"))
-        .arg(url)
-        .env_remove("no_proxy")
-        .env_remove("NO_PROXY")
-        .output()
-        .expect("cannot run curl");
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .unwrap_or(0)
+    linksocks_tests::e2e::curl::curl(&format!("http://{port}"), url, false).status
 }
 
 /// `client --access-rule 127.0.0.1:PORT` (the entry rules of a forward client; a connector's

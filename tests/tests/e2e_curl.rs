@@ -26,16 +26,7 @@ fn curl(proxy: &str, url: &str) -> Result<Vec<u8>, String> {
         .arg(url);
     // A proxy setting in the environment (no_proxy in particular) could make curl bypass the
     // proxy under test and pass without it.
-    for v in [
-        "http_proxy",
-        "HTTP_PROXY",
-        "https_proxy",
-        "HTTPS_PROXY",
-        "all_proxy",
-        "ALL_PROXY",
-        "no_proxy",
-        "NO_PROXY",
-    ] {
+    for v in linksocks_tests::e2e::curl::PROXY_ENV {
         cmd.env_remove(v);
     }
     let r = cmd

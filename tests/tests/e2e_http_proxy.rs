@@ -4,12 +4,13 @@
 //! without Basic credentials; the refusals the reference gives.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
 
 use linksocks_core::session::ClientRole;
 use linksocks_runtime::TokenSpec;
+use linksocks_tests::e2e::curl::{curl, PROXY_ENV};
 use linksocks_tests::e2e::daemon::require_program;
 use linksocks_tests::e2e::modes::{dial_counts, provider, reverse_server};
 use linksocks_tests::e2e::proxy::{forward, forward_pair, reverse, socks_listen};
@@ -18,59 +19,6 @@ use linksocks_tests::e2e::{client_options, server_options, Proxy, Rt};
 
 /// Enough for several Data messages on the way back.
 const BODY: usize = 1 << 20;
-
-/// What curl saw: whether it succeeded, the origin's status, the proxy's status to CONNECT
-/// (0 when there was none), the body.
-struct Fetched {
-    ok: bool,
-    status: u16,
-    connect_status: u16,
-    body: Vec<u8>,
-    stderr: String,
-}
-
-/// Proxy settings in the environment would let a client bypass the proxy under test.
-const PROXY_ENV: [&str; 8] = [
-    "http_proxy",
-    "HTTP_PROXY",
-    "https_proxy",
-    "HTTPS_PROXY",
-    "all_proxy",
-    "ALL_PROXY",
-    "no_proxy",
-    "NO_PROXY",
-];
-
-/// curl fetching `url` through the HTTP proxy `proxy` (`http://[user:pass@]host:port`), as a
-/// plain proxied request or, with `tunnel`, through CONNECT (`-p`).
-fn curl(proxy: &str, url: &str, tunnel: bool) -> Fetched {
-    let curl = require_program("curl", "curl");
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("body");
-    let mut cmd = Command::new(curl);
-    cmd.args(["-sS", "--max-time", "60", "-x", proxy, "-o"])
-        .arg(&out)
-        .args(["-w", "%{http_code} %{http_connect}"]);
-    if tunnel {
-        cmd.arg("-p");
-    }
-    cmd.arg(url);
-    for v in PROXY_ENV {
-        cmd.env_remove(v);
-    }
-    let r = cmd.output().expect("cannot run curl");
-    let codes = String::from_utf8_lossy(&r.stdout).to_string();
-    let mut it = codes
-        .split_whitespace()
-        .map(|c| c.parse::<u16>().unwrap_or(0));
-    Fetched {
-        ok: r.status.success(),
-        status: it.next().unwrap_or(0),
-        connect_status: it.next().unwrap_or(0),
-        body: std::fs::read(&out).unwrap_or_default(),
-        stderr: String::from_utf8_lossy(&r.stderr).trim().to_string(),
-    }
-}
 
 /// Both forms through `port` (plain and CONNECT), by IP and by host name, return `body`.
 #[track_caller]
@@ -217,14 +165,15 @@ fn refusals(rt: Rt) {
     assert_eq!(raw_exchange(port, b"get / HTTP/1.1\r\n\r\n"), b"");
 }
 
-/// Send `request` and read until the proxy closes.
+/// Send `request` and read until the proxy closes (which it must).
 fn raw_exchange(port: SocketAddr, request: &[u8]) -> Vec<u8> {
-    let mut s = TcpStream::connect(port).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    s.write_all(request).unwrap();
-    let mut got = Vec::new();
-    s.read_to_end(&mut got)
-        .expect("the proxy closes after its answer");
+    let (got, end) =
+        linksocks_tests::e2e::curl::raw_exchange(port, request, Duration::from_secs(20));
+    assert_eq!(
+        end,
+        linksocks_tests::e2e::curl::End::Closed,
+        "the proxy closes after its answer"
+    );
     got
 }
 
