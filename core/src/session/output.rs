@@ -58,8 +58,9 @@ pub enum Output {
         listener: ListenerId,
     },
 
-    /// Resolve `host` for the entry-side access check of the request on local socket `conn`
-    /// (the checking side resolves, as in the reference); answer with
+    /// Resolve `host` for an access check (the checking side resolves, as in the reference):
+    /// of the request on local socket `conn`, or, with a handle that names no socket, of a
+    /// connector's request the server holds. Answer with
     /// [`Machine::handle_resolved`](super::Machine::handle_resolved), with no address when the
     /// name does not resolve or the lookup takes longer than `timeout`.
     Resolve {

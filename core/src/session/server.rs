@@ -167,6 +167,14 @@ struct Peer {
 }
 
 /// The server machine.
+/// What a connector token's rules say of a request.
+enum Verdict {
+    Allowed,
+    Denied,
+    /// Decided once this name is resolved.
+    Resolve(String),
+}
+
 pub struct ServerMachine {
     cfg: ServerConfig,
     plane: Plane,
@@ -184,6 +192,9 @@ pub struct ServerMachine {
     /// Authenticated links lost per client instance: that instance's next links are
     /// reconnections (metrics). `departed_order` is oldest first, for forgetting.
     departed: BTreeMap<InstanceId, u32>,
+    /// Connector requests held (relay channels with no provider yet) while the name their
+    /// token's rules need is resolved, by the query handle of the lookup.
+    resolving: BTreeMap<ConnId, (u64, Connect, String)>,
     departed_order: VecDeque<InstanceId>,
     /// The server-wide access rules (`ServerConfig::access`, replaced at run time through
     /// [`ServerMachine::set_access_config`]).
@@ -209,6 +220,7 @@ impl ServerMachine {
             probing: BTreeMap::new(),
             suspect: BTreeSet::new(),
             departed: BTreeMap::new(),
+            resolving: BTreeMap::new(),
             departed_order: VecDeque::new(),
             entry_rules: Arc::new(cfg.access.entry.clone()),
             dial_rules: Arc::new(cfg.access.dial.clone()),
@@ -296,10 +308,10 @@ impl ServerMachine {
     /// before a Connect of its connectors is relayed to a provider (the reference's
     /// server-side connector check).
     ///
-    /// Unlike the reference, which resolves a domain target on the server, a domain target is
-    /// refused when the token has rules: the machine cannot resolve names, and letting names
-    /// through would make the rules easy to bypass. Only IP targets can pass; UDP associates
-    /// are refused, as in the reference.
+    /// A domain target is resolved on the server, as in the reference (the request is held
+    /// meanwhile, like one waiting for a provider): allowed if the rules allow any of its
+    /// addresses, denied if it does not resolve. UDP associates are refused, as in the
+    /// reference.
     pub fn add_connector_token_with_rules(
         &mut self,
         token: Option<String>,
@@ -947,11 +959,28 @@ impl ServerMachine {
                     Some(Kind::Connector { reverse, owner, .. }) => (reverse.clone(), *owner),
                     _ => return,
                 };
-                if !self.connector_allows(link, &token, &c) {
-                    self.plane.refuse_connect(link, c.channel, DIAL_BLOCKED);
-                    return;
-                }
-                let to = self.pick_provider(&reverse, owner);
+                let to = match self.connector_allows(link, &token, &c) {
+                    Verdict::Allowed => self.pick_provider(&reverse, owner),
+                    Verdict::Denied => {
+                        self.plane.refuse_connect(link, c.channel, DIAL_BLOCKED);
+                        return;
+                    }
+                    Verdict::Resolve(host) => {
+                        // Held like a request waiting for a provider (what the connector
+                        // sends meanwhile is kept), routed once the name passes.
+                        let Some(key) = self.plane.relay(now, link, c.clone(), None) else {
+                            return;
+                        };
+                        let query = self.plane.new_query();
+                        self.resolving.insert(query, (key, c, token));
+                        self.plane.emit(Output::Resolve {
+                            conn: query,
+                            host,
+                            timeout: self.cfg.timings.connect_timeout,
+                        });
+                        return;
+                    }
+                };
                 let Some(key) = self.plane.relay(now, link, c.clone(), to) else {
                     return;
                 };
@@ -971,30 +1000,77 @@ impl ServerMachine {
     }
 
     /// Whether connector token `token`'s rules let Connect `c` be relayed: any target when it
-    /// has none; otherwise an IP target they allow, never a domain (not resolved here, see
-    /// [`add_connector_token_with_rules`](Self::add_connector_token_with_rules)) nor a UDP
-    /// associate. A refusal is logged.
-    fn connector_allows(&self, link: LinkId, token: &str, c: &Connect) -> bool {
+    /// has none; otherwise an IP target they allow, or a name once resolved here (the
+    /// reference's check resolves on the server too); never a UDP associate. A refusal is
+    /// logged.
+    fn connector_allows(&self, link: LinkId, token: &str, c: &Connect) -> Verdict {
         let Some(rules) = self.tokens.get(token).map(|t| &t.rules) else {
-            return true;
+            return Verdict::Allowed;
         };
         if rules.is_empty() {
-            return true;
+            return Verdict::Allowed;
         }
         let verdict = match (&c.protocol, &c.target) {
-            (crate::wire::Protocol::Tcp, Some((host, port))) => rules
-                .check_target(&crate::addr::TargetAddr::from_host_port(host, *port))
-                .unwrap_or(false),
+            (crate::wire::Protocol::Tcp, Some((host, port))) => {
+                match rules.check_target(&crate::addr::TargetAddr::from_host_port(host, *port)) {
+                    Some(v) => v,
+                    None => return Verdict::Resolve(host.clone()),
+                }
+            }
             _ => false,
         };
-        if !verdict {
+        if verdict {
+            Verdict::Allowed
+        } else {
             let target = c.target.as_ref().map_or_else(
                 || "UDP associate".to_string(),
                 |(h, p)| crate::addr::TargetAddr::from_host_port(h, *p).to_string(),
             );
             info!(%link, channel = %c.channel, %target, "connector request refused: destination blocked by the token's access rules");
+            Verdict::Denied
         }
-        verdict
+    }
+
+    /// The name of a held connector request resolved to `addrs` (none: it does not): routed
+    /// to a provider if the token's rules allow any of them, else refused.
+    fn connector_resolved(
+        &mut self,
+        now: Instant,
+        key: u64,
+        connect: Connect,
+        token: String,
+        addrs: &[std::net::IpAddr],
+    ) {
+        let (reverse, owner, allowed) = match self.tokens.get(&token) {
+            Some(Token {
+                kind: Kind::Connector { reverse, owner, .. },
+                rules,
+                ..
+            }) => {
+                let port = connect.target.as_ref().map_or(0, |t| t.1);
+                (reverse.clone(), *owner, rules.check_resolved(addrs, port))
+            }
+            _ => {
+                self.plane.fail_relay(key, "connector token removed");
+                return;
+            }
+        };
+        if !allowed {
+            let target = connect.target.as_ref().map_or_else(String::new, |(h, p)| {
+                crate::addr::TargetAddr::from_host_port(h, *p).to_string()
+            });
+            info!(channel = %connect.channel, %target, "connector request refused: destination blocked by the token's access rules");
+            self.plane.fail_relay(key, DIAL_BLOCKED);
+            return;
+        }
+        match self.pick_provider(&reverse, owner) {
+            Some(p) => self.plane.route_to(now, key, p, &connect),
+            None => {
+                if let Some(Kind::Reverse(r)) = self.tokens.get_mut(&reverse).map(|t| &mut t.kind) {
+                    r.waiting_relays.push_back((key, connect, token));
+                }
+            }
+        }
     }
 
     fn on_connector(
@@ -1234,6 +1310,10 @@ impl Machine for ServerMachine {
     plane_inputs!();
 
     fn handle_resolved(&mut self, now: Instant, conn: ConnId, addrs: Vec<std::net::IpAddr>) {
+        if let Some((key, connect, token)) = self.resolving.remove(&conn) {
+            self.connector_resolved(now, key, connect, token, &addrs);
+            return;
+        }
         let Some(listener) = self.plane.waiting_listener(conn) else {
             return;
         };
@@ -1337,6 +1417,7 @@ impl Machine for ServerMachine {
                             r.waiting_relays.retain(|(k, _, _)| *k != key);
                         }
                     }
+                    self.resolving.retain(|_, (k, _, _)| *k != key);
                     self.plane.fire(now, Timer::Chan(key));
                 }
                 Timer::Probe(link) => self.probe_failed(now, link),
@@ -1619,9 +1700,42 @@ mod access_tests {
         assert_eq!(outcome(&mut m), None, "relayed");
         connect(&mut m, c, 2, Some(("127.0.0.1", 81)));
         assert_eq!(outcome(&mut m), Some(Err(DIAL_BLOCKED.to_string())));
-        // Names are not resolved by the machine: refused while the token has rules.
-        connect(&mut m, c, 3, Some(("localhost", 80)));
-        assert_eq!(outcome(&mut m), Some(Err(DIAL_BLOCKED.to_string())));
+        // A name is resolved by the driver, then checked: held, not refused, meanwhile.
+        let resolve = |m: &mut ServerMachine, n: u8, host: &str, port: u16, addrs: &[&str]| {
+            connect(m, c, n, Some((host, port)));
+            let mut query = None;
+            while let Some(o) = m.poll_output() {
+                match o {
+                    Output::Resolve { conn, host: h, .. } if h == host => query = Some(conn),
+                    Output::Transmit { frame, .. } => assert!(
+                        !matches!(
+                            crate::wire::decode(frame, &DecodeLimits::default()),
+                            Ok(Message::ConnectResponse { success: false, .. })
+                        ),
+                        "{host}: refused before it was resolved"
+                    ),
+                    _ => {}
+                }
+            }
+            let query = query.expect("a lookup is asked for");
+            let addrs = addrs.iter().map(|a| a.parse().unwrap()).collect();
+            m.handle_resolved(Instant::ZERO, query, addrs);
+            outcome(m)
+        };
+        assert_eq!(
+            resolve(&mut m, 3, "localhost", 80, &["127.0.0.1"]),
+            None,
+            "relayed"
+        );
+        assert_eq!(
+            resolve(&mut m, 5, "localhost", 81, &["127.0.0.1"]),
+            Some(Err(DIAL_BLOCKED.to_string()))
+        );
+        assert_eq!(
+            resolve(&mut m, 6, "nowhere.invalid", 80, &[]),
+            Some(Err(DIAL_BLOCKED.to_string())),
+            "a name that does not resolve is denied"
+        );
         connect(&mut m, c, 4, None);
         assert_eq!(outcome(&mut m), Some(Err(DIAL_BLOCKED.to_string())));
         let f = link(&mut m, "free");

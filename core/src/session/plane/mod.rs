@@ -301,6 +301,12 @@ impl Plane {
         })
     }
 
+    /// A handle for a lookup that is not about a local socket (`Output::Resolve`): drawn
+    /// from the same counter, so it never names a socket.
+    pub fn new_query(&mut self) -> ConnId {
+        ConnId(self.handle())
+    }
+
     pub fn new_link_id(&mut self) -> LinkId {
         LinkId(self.handle())
     }
