@@ -372,6 +372,24 @@ pub fn metrics(server: &ServerMachine) -> String {
         "UDP datagrams dropped (fragmented, foreign source, full link).",
         (s.udp_dropped_fragmented + s.udp_dropped_foreign + s.udp_dropped_backlog).to_string(),
     );
+    metric(
+        "linksocks_channels_suspended_total",
+        "counter",
+        "Channels suspended when their link was lost (transport grace).",
+        s.channels_suspended.to_string(),
+    );
+    metric(
+        "linksocks_channels_resumed_total",
+        "counter",
+        "Suspended channels that continued on a new link.",
+        s.channels_resumed.to_string(),
+    );
+    metric(
+        "linksocks_channels_expired_total",
+        "counter",
+        "Suspended channels ended because the grace ran out or the peer no longer knew them.",
+        s.channels_expired.to_string(),
+    );
     out.push_str("# HELP linksocks_socks_replies_total SOCKS5 replies sent, by code.\n# TYPE linksocks_socks_replies_total counter\n");
     for (code, n) in s.socks_replies.iter().enumerate() {
         out.push_str(&format!(

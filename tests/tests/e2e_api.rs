@@ -388,6 +388,12 @@ fn metrics(rt: Rt) {
         m.0
     );
 
+    // A channel open across the cut is suspended, then resumed on the new link.
+    let mut held = socks.connect(echo.addr).unwrap();
+    held.write_all(b"before").unwrap();
+    let mut got = [0u8; 6];
+    held.read_exact(&mut got).unwrap();
+    assert_eq!(api.metrics().get("linksocks_channels_suspended_total"), 0.0);
     relay.conns()[0].cut();
     prov.wait_links_ready(2);
     wait::until("the reconnect to be counted", EVENT_TIMEOUT, || {
@@ -395,6 +401,15 @@ fn metrics(rt: Rt) {
     });
     assert_eq!(api.metrics().get("linksocks_links"), 1.0);
     assert_echo(&socks, echo.addr, b"after the reconnect");
+    held.write_all(b"after!").unwrap();
+    held.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"after!");
+    wait::until("the resume to be counted", EVENT_TIMEOUT, || {
+        api.metrics().get("linksocks_channels_resumed_total") == 1.0
+    });
+    let m = api.metrics();
+    assert_eq!(m.get("linksocks_channels_suspended_total"), 1.0, "{}", m.0);
+    assert_eq!(m.get("linksocks_channels_expired_total"), 0.0, "{}", m.0);
 }
 
 linksocks_tests::on_both_runtimes!(
