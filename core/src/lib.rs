@@ -8,6 +8,7 @@
 //!
 //! Map of the crate:
 //! - [`wire`]: the LinkSocks binary message codec (protocol 0x01) and its gzip framing.
+//! - [`ws`]: WebSocket framing (RFC 6455) after the handshake: frame headers, masking, messages.
 //! - [`socks`]: SOCKS5 server handshake, replies, UDP header, upstream proxy client handshakes.
 //! - [`session`]: the client and server protocol machines and the pieces they share.
 //! - [`time`], [`ids`], [`addr`]: value types the machines are driven with.
@@ -21,3 +22,4 @@ pub mod session;
 pub mod socks;
 pub mod time;
 pub mod wire;
+pub mod ws;

@@ -1,4 +1,5 @@
-//! WebSocket framing (RFC 6455) on the data path, once the handshake is done.
+//! WebSocket framing (RFC 6455) on the data path, once the handshake is done: the async glue
+//! around the sans-IO codec of `linksocks_core::ws`.
 //!
 //! The handshakes stay with async-tungstenite (client) and our HTTP front (server); what
 //! follows is ours because every byte of every channel crosses it twice, and a general-purpose
@@ -7,9 +8,8 @@
 //! vectored write (masked in place when we are the client and hold the only reference), and a
 //! message comes in as a slice of the read buffer, read into memory zeroed once and no more.
 //!
-//! Only what LinkSocks needs is accepted: binary messages (fragmented ones are joined),
-//! ping/pong, close. No extensions are negotiated, so RSV bits are a protocol error; text
-//! messages are surfaced for the caller to refuse.
+//! What is accepted, and every check on the peer's frames, is the core codec's
+//! ([`linksocks_core::ws::Decoder`]); this module only decides how much to read, and when.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
@@ -19,16 +19,11 @@ use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+#[cfg(test)]
+use linksocks_core::ws::apply_mask;
+use linksocks_core::ws::{Decoded, Decoder, FrameError};
+pub use linksocks_core::ws::{Framer, Incoming, Outgoing, Side};
 
-const OP_CONTINUATION: u8 = 0x0;
-const OP_TEXT: u8 = 0x1;
-const OP_BINARY: u8 = 0x2;
-const OP_CLOSE: u8 = 0x8;
-const OP_PING: u8 = 0x9;
-const OP_PONG: u8 = 0xA;
-
-/// Largest frame header: 2 bytes, 8 of extended length, 4 of mask.
-const MAX_HEADER: usize = 14;
 /// Smallest read from the socket while waiting for a header or a small frame.
 const READ_MIN: usize = 16 << 10;
 /// Largest read beyond what the current frame still needs.
@@ -36,32 +31,12 @@ const READ_MAX: usize = 256 << 10;
 /// Segments handed to one vectored write (Linux's IOV_MAX is 1024).
 const MAX_IOV: usize = 128;
 
-/// Which end of the connection we are: a client masks what it sends, a server unmasks what
-/// it receives (and insists that it was masked).
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub enum Side {
-    Client,
-    Server,
-}
-
-/// What the reader got.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Incoming {
-    Binary(Bytes),
-    Text,
-    Ping(Bytes),
-    Pong,
-    Close,
-}
-
 /// Why reading failed.
 #[derive(Debug, thiserror::Error)]
 pub enum WsError {
     /// The peer broke the protocol (a bad frame, an oversized message).
-    #[error("WebSocket protocol error: {0}")]
-    Protocol(&'static str),
-    #[error("message of {size} bytes is over the limit of {max}")]
-    TooLong { size: u64, max: usize },
+    #[error(transparent)]
+    Protocol(#[from] FrameError),
     /// The connection ended without a Close frame, or failed.
     #[error("{0}")]
     Io(#[from] io::Error),
@@ -74,91 +49,11 @@ impl WsError {
     }
 }
 
-/// XOR `data` with the 4-byte `mask`, starting at mask offset 0.
-pub fn apply_mask(data: &mut [u8], mask: [u8; 4]) {
-    let m32 = u32::from_ne_bytes(mask);
-    let m64 = (u64::from(m32) << 32) | u64::from(m32);
-    let mut chunks = data.chunks_exact_mut(8);
-    for c in &mut chunks {
-        let v = u64::from_ne_bytes(c.try_into().expect("8 bytes")) ^ m64;
-        c.copy_from_slice(&v.to_ne_bytes());
-    }
-    for (i, b) in chunks.into_remainder().iter_mut().enumerate() {
-        *b ^= mask[i % 4];
-    }
-}
-
-/// Parses a frame header at the start of `b`: (fin, opcode, payload length, mask, header
-/// length), or `None` if more bytes are needed.
-#[allow(clippy::type_complexity)]
-fn parse_header(b: &[u8]) -> Result<Option<(bool, u8, u64, Option<[u8; 4]>, usize)>, WsError> {
-    if b.len() < 2 {
-        return Ok(None);
-    }
-    let fin = b[0] & 0x80 != 0;
-    if b[0] & 0x70 != 0 {
-        return Err(WsError::Protocol("reserved bits set"));
-    }
-    let opcode = b[0] & 0x0F;
-    let masked = b[1] & 0x80 != 0;
-    let (len, mut at) = match b[1] & 0x7F {
-        126 => {
-            if b.len() < 4 {
-                return Ok(None);
-            }
-            (u64::from(u16::from_be_bytes([b[2], b[3]])), 4)
-        }
-        127 => {
-            if b.len() < 10 {
-                return Ok(None);
-            }
-            let l = u64::from_be_bytes(b[2..10].try_into().expect("8 bytes"));
-            if l >> 63 != 0 {
-                return Err(WsError::Protocol("payload length with the top bit set"));
-            }
-            (l, 10)
-        }
-        n => (u64::from(n), 2),
-    };
-    let mask = if masked {
-        if b.len() < at + 4 {
-            return Ok(None);
-        }
-        let m = [b[at], b[at + 1], b[at + 2], b[at + 3]];
-        at += 4;
-        Some(m)
-    } else {
-        None
-    };
-    Ok(Some((fin, opcode, len, mask, at)))
-}
-
-/// Writes a frame header for a payload of `len` bytes into `out`.
-fn write_header(out: &mut BytesMut, opcode: u8, len: usize, mask: Option<[u8; 4]>) {
-    out.extend_from_slice(&[0x80 | opcode]);
-    let mbit = if mask.is_some() { 0x80 } else { 0 };
-    if len < 126 {
-        out.extend_from_slice(&[mbit | len as u8]);
-    } else if len <= u16::MAX as usize {
-        out.extend_from_slice(&[mbit | 126]);
-        out.extend_from_slice(&(len as u16).to_be_bytes());
-    } else {
-        out.extend_from_slice(&[mbit | 127]);
-        out.extend_from_slice(&(len as u64).to_be_bytes());
-    }
-    if let Some(m) = mask {
-        out.extend_from_slice(&m);
-    }
-}
-
 /// Reads messages from one direction of a WebSocket connection.
 pub struct FrameReader<R> {
     io: R,
-    side: Side,
-    max_message: usize,
+    decoder: Decoder,
     buf: BytesMut,
-    /// A fragmented binary message being joined.
-    partial: Option<BytesMut>,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
@@ -166,10 +61,8 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     pub fn new(io: R, side: Side, max_message: usize, leftover: Bytes) -> Self {
         FrameReader {
             io,
-            side,
-            max_message,
+            decoder: Decoder::new(side, max_message),
             buf: BytesMut::from(&leftover[..]),
-            partial: None,
         }
     }
 
@@ -191,134 +84,20 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// The next message. Data messages come whole; control frames as they arrive.
     pub async fn next(&mut self) -> Result<Incoming, WsError> {
         loop {
-            let (fin, opcode, len, mask, hlen) = loop {
-                if let Some(h) = parse_header(&self.buf)? {
-                    break h;
-                }
-                self.fill(READ_MIN).await?;
-            };
-            match (self.side, mask) {
-                (Side::Server, None) => {
-                    return Err(WsError::Protocol("unmasked frame from a client"))
-                }
-                (Side::Client, Some(_)) => {
-                    return Err(WsError::Protocol("masked frame from a server"))
-                }
-                _ => {}
-            }
-            let control = opcode & 0x8 != 0;
-            if control && (!fin || len > 125) {
-                return Err(WsError::Protocol("fragmented or oversized control frame"));
-            }
-            let joined = self.partial.as_ref().map_or(0, |p| p.len() as u64);
-            if len.saturating_add(joined) > self.max_message as u64 {
-                return Err(WsError::TooLong {
-                    size: len.saturating_add(joined),
-                    max: self.max_message,
-                });
-            }
-            let total = hlen + len as usize;
-            while self.buf.len() < total {
+            let want = match self.decoder.decode(&mut self.buf)? {
+                Decoded::Message(m) => return Ok(m),
+                Decoded::Incomplete { missing: None } => READ_MIN,
                 // What the frame still needs and a little more for the next header, so a large
                 // message lands in one contiguous run of the buffer; in steps of a few MiB, so a
                 // peer announcing a huge message must send it before we hold that much.
-                let need = total - self.buf.len();
-                self.fill((need + READ_MIN).min(READ_MAX.max(need.min(4 << 20))))
-                    .await?;
-            }
-            self.buf.advance(hlen);
-            let mut payload = self.buf.split_to(len as usize);
-            if let Some(m) = mask {
-                apply_mask(&mut payload, m);
-            }
-            match opcode {
-                OP_BINARY | OP_TEXT if self.partial.is_some() => {
-                    return Err(WsError::Protocol("new message inside a fragmented one"));
-                }
-                OP_BINARY if fin => return Ok(Incoming::Binary(payload.freeze())),
-                OP_BINARY => self.partial = Some(payload),
-                OP_TEXT => return Ok(Incoming::Text),
-                OP_CONTINUATION => {
-                    let Some(p) = self.partial.as_mut() else {
-                        return Err(WsError::Protocol("continuation without a message"));
-                    };
-                    p.extend_from_slice(&payload);
-                    if fin {
-                        let whole = self.partial.take().expect("present");
-                        return Ok(Incoming::Binary(whole.freeze()));
-                    }
-                }
-                OP_PING => return Ok(Incoming::Ping(payload.freeze())),
-                OP_PONG => return Ok(Incoming::Pong),
-                OP_CLOSE => return Ok(Incoming::Close),
-                _ => return Err(WsError::Protocol("unknown opcode")),
-            }
+                Decoded::Incomplete {
+                    missing: Some(need),
+                } => need
+                    .saturating_add(READ_MIN)
+                    .min(READ_MAX.max(need.min(4 << 20))),
+            };
+            self.fill(want).await?;
         }
-    }
-}
-
-/// What the writer is asked to send.
-pub enum Outgoing {
-    Binary(Bytes),
-    Ping,
-    Pong(Bytes),
-    Close,
-}
-
-/// Turns messages into frames: a header, and the payload masked in place when we are the
-/// client and hold the only reference to it (the machine's frame normally is ours alone by
-/// now). Used by the writer task and by the driver's writes made on the spot.
-pub struct Framer {
-    side: Side,
-    /// Mask keys need not be secret here (they defeat cache poisoning by intermediaries that
-    /// misparse WebSocket as HTTP): a cheap generator seeded per link will do.
-    mask_state: u64,
-    headers: BytesMut,
-}
-
-impl Framer {
-    pub fn new(side: Side, seed: u64) -> Self {
-        Framer {
-            side,
-            mask_state: seed | 1,
-            headers: BytesMut::new(),
-        }
-    }
-
-    fn next_mask(&mut self) -> [u8; 4] {
-        // xorshift64*
-        let mut x = self.mask_state;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.mask_state = x;
-        ((x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 32) as u32).to_ne_bytes()
-    }
-
-    /// One frame: its header and its payload (empty for an empty frame).
-    pub fn encode(&mut self, msg: Outgoing) -> (Bytes, Bytes) {
-        let (opcode, payload) = match msg {
-            Outgoing::Binary(b) => (OP_BINARY, b),
-            Outgoing::Ping => (OP_PING, Bytes::new()),
-            Outgoing::Pong(b) => (OP_PONG, b),
-            // Status 1000, normal closure.
-            Outgoing::Close => (OP_CLOSE, Bytes::from_static(&[0x03, 0xE8])),
-        };
-        let mask = (self.side == Side::Client).then(|| self.next_mask());
-        self.headers.reserve(MAX_HEADER);
-        write_header(&mut self.headers, opcode, payload.len(), mask);
-        let header = self.headers.split().freeze();
-        let payload = match mask {
-            Some(m) if !payload.is_empty() => {
-                let mut owned = payload
-                    .try_into_mut()
-                    .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
-                apply_mask(&mut owned, m);
-                owned.freeze()
-            }
-            _ => payload,
-        };
-        (header, payload)
     }
 }
 
@@ -330,6 +109,7 @@ pub struct FrameWriter<W> {
 }
 
 impl<W: AsyncWrite + Unpin> FrameWriter<W> {
+    /// A writer for `side` (a client's frames are masked with keys from `seed`).
     pub fn new(io: W, side: Side, seed: u64) -> Self {
         FrameWriter {
             io,
@@ -408,6 +188,7 @@ pub struct HeadOnly<S> {
 }
 
 impl<S> HeadOnly<S> {
+    /// Wraps `inner` before the handshake reads anything from it.
     pub fn new(inner: S) -> Self {
         HeadOnly {
             inner,
