@@ -7,11 +7,14 @@ use std::net::{IpAddr, SocketAddr};
 /// (resolution happens on the dialling side, as the spec requires).
 #[derive(Clone, PartialEq, Eq, Hash, Debug)]
 pub enum TargetAddr {
+    /// An IP address and port (SOCKS5 ATYP 0x01 or 0x04, or an IP literal on the wire).
     Ip(SocketAddr),
+    /// A host name and port (SOCKS5 ATYP 0x03); resolved by the dialling side.
     Domain(String, u16),
 }
 
 impl TargetAddr {
+    /// The port, whichever the form.
     pub fn port(&self) -> u16 {
         match self {
             TargetAddr::Ip(a) => a.port(),

@@ -18,19 +18,24 @@ use crate::time::Instant;
 
 /// One API request, as the runtime read it.
 pub struct ApiRequest<'a> {
+    /// The HTTP method (`GET`, `POST`, `PUT`, `DELETE`).
     pub method: &'a str,
     /// Path without the query.
     pub path: &'a str,
     /// The `X-API-Key` header, if any.
     pub api_key: Option<&'a str>,
+    /// The request body (JSON for the token and config endpoints).
     pub body: &'a [u8],
 }
 
 /// What to answer.
 #[derive(Debug, PartialEq, Eq)]
 pub struct ApiResponse {
+    /// HTTP status code.
     pub status: u16,
+    /// The `Content-Type` header value; empty: send none (a response with no body).
     pub content_type: &'static str,
+    /// The response body.
     pub body: String,
     /// A reverse token was added whose SOCKS5 listener is still opening: the runtime waits
     /// for [`ServerMachine::listener_state`] of this token to settle, then answers with
@@ -67,6 +72,7 @@ pub struct ApiContext<'a> {
     /// The configured keys, all with the same rights (the API is only served when there is
     /// one). Empty keys never match.
     pub keys: &'a [String],
+    /// This build's version, as `/api/status` reports it.
     pub version: &'a str,
     /// Host new reverse tokens' SOCKS listeners bind.
     pub socks_host: &'a str,

@@ -90,10 +90,12 @@ impl fmt::Debug for InstanceId {
 pub struct SeededIds(u64);
 
 impl SeededIds {
+    /// A generator whose whole sequence is fixed by `seed`.
     pub fn new(seed: u64) -> Self {
         SeededIds(seed)
     }
 
+    /// The next value of the sequence.
     pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;

@@ -14,6 +14,8 @@
 //! - [`time`], [`ids`], [`addr`]: value types the machines are driven with.
 //! - [`access`]: access rules (`--access-rule`, the API's `rules`): parsing, JSON, matching.
 
+#![deny(missing_docs)]
+
 pub mod access;
 pub mod addr;
 pub mod api;

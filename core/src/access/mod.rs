@@ -71,14 +71,29 @@ pub enum AddrSpec {
     /// (`10.0.0.1/8` covers `10.0.0.0/8`, as Go's `ParseCIDR` does); `prefix` is at most 32
     /// for IPv4 and 128 for IPv6 (a larger one, only possible by building the value by
     /// hand, counts as the full length).
-    Cidr { addr: IpAddr, prefix: u8 },
+    Cidr {
+        /// The address as written, host bits included.
+        addr: IpAddr,
+        /// Prefix length in bits.
+        prefix: u8,
+    },
     /// `start-end`, both included. Parsed ranges have ends of the same family with
     /// `start ≤ end`; one built by hand that runs backwards matches nothing.
-    Range { start: IpAddr, end: IpAddr },
+    Range {
+        /// First address of the range.
+        start: IpAddr,
+        /// Last address of the range (included).
+        end: IpAddr,
+    },
     /// The IPv4 shorthand `192.168.1.1-255`: from `start` to `start` with its last octet
     /// replaced by `last`. A v4-mapped IPv6 start (`::ffff:192.168.1.1-255`) is accepted as the
     /// reference does and kept as its IPv4 form.
-    LastOctet { start: Ipv4Addr, last: u8 },
+    LastOctet {
+        /// First address of the range.
+        start: Ipv4Addr,
+        /// Last octet of the last address (included).
+        last: u8,
+    },
 }
 
 /// One port spec of a rule: a single port or an inclusive range, always within 1–65535 with

@@ -20,12 +20,17 @@ pub enum AccessRuleError {
         "invalid access rule {rule:?}: want ADDR:PORT with a port 1-65535 or a range LO-HI, \
          e.g. 10.0.0.0/8:22, ::1:22 or 192.168.1.1-255:8000-9000 (IPv6 without brackets)"
     )]
-    MissingPort { rule: String },
+    MissingPort {
+        /// The rule as given.
+        rule: String,
+    },
 
     /// An `--access-rule` value whose address or port part is wrong.
     #[error("invalid access rule {rule:?}: {reason}")]
     InRule {
+        /// The rule as given.
         rule: String,
+        /// What is wrong with its address or port part.
         reason: Box<AccessRuleError>,
     },
 
@@ -41,7 +46,10 @@ pub enum AccessRuleError {
         "invalid address {addr:?}: write IPv6 without brackets; the rule is split at the last \
          ':', e.g. ::1:22 or fe80::/10:443"
     )]
-    Bracketed { addr: String },
+    Bracketed {
+        /// The address spec as given.
+        addr: String,
+    },
 
     /// Not an IP (a host name, most often).
     #[error(
@@ -49,46 +57,72 @@ pub enum AccessRuleError {
          a range (10.0.0.1-10.0.0.9, ::1-::ff) or an IPv4 last-octet range (192.168.1.1-255); \
          host names are not accepted"
     )]
-    Addr { addr: String },
+    Addr {
+        /// The address spec as given.
+        addr: String,
+    },
 
     /// A malformed CIDR.
     #[error(
         "invalid CIDR {addr:?}: want IP/PREFIX with a prefix of 0-32 for IPv4 or 0-128 for \
          IPv6, e.g. 10.0.0.0/8 or fe80::/10"
     )]
-    Cidr { addr: String },
+    Cidr {
+        /// The address spec as given.
+        addr: String,
+    },
 
     /// A malformed range.
     #[error(
         "invalid address range {addr:?}: want FIRST-LAST with two IPs (10.0.0.1-10.0.0.9, \
          ::1-::ff) or an IPv4 address and a last octet 0-255 (192.168.1.1-255)"
     )]
-    Range { addr: String },
+    Range {
+        /// The address spec as given.
+        addr: String,
+    },
 
     /// A range from an IPv4 to an IPv6 address or back.
     #[error(
         "invalid address range {addr:?}: both ends must be IPv4 or both IPv6 \
          (write a v4-mapped end as ::ffff:a.b.c.d on both sides)"
     )]
-    MixedRange { addr: String },
+    MixedRange {
+        /// The address spec as given.
+        addr: String,
+    },
 
     /// A range whose end comes before its start.
     #[error("invalid address range {addr:?}: the last address is before the first")]
-    ReversedRange { addr: String },
+    ReversedRange {
+        /// The address spec as given.
+        addr: String,
+    },
 
     /// A port that is not a number in 1–65535.
     #[error("invalid port {port:?}: want a number 1-65535 or a range LO-HI, e.g. 22 or 8000-9000")]
-    Port { port: String },
+    Port {
+        /// The port spec as given.
+        port: String,
+    },
 
     /// A malformed or backwards port range.
     #[error(
         "invalid port range {range:?}: want LO-HI with 1 <= LO <= HI <= 65535, e.g. 8000-9000"
     )]
-    PortRange { range: String },
+    PortRange {
+        /// The port range as given.
+        range: String,
+    },
 
     /// More items than the decoding limits allow.
     #[error("too many {what}: at most {limit} are accepted")]
-    TooMany { what: &'static str, limit: usize },
+    TooMany {
+        /// What there were too many of (address specs, port specs, rules).
+        what: &'static str,
+        /// The most accepted.
+        limit: usize,
+    },
 }
 
 /// A decimal port in 1–65535. Digits only: no sign and no spaces, which Go's `Atoi` would

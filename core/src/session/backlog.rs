@@ -15,6 +15,7 @@ pub struct Backlog {
 }
 
 impl Backlog {
+    /// An empty backlog that is over its mark above `high` bytes and back under it below `low`.
     pub fn new(high: usize, low: usize) -> Self {
         Backlog {
             queued: 0,
@@ -44,6 +45,7 @@ impl Backlog {
         false
     }
 
+    /// Bytes handed to the writer and not yet reported written.
     pub fn queued(&self) -> usize {
         self.queued
     }

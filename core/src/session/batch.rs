@@ -72,6 +72,7 @@ impl Default for Batcher {
 }
 
 impl Batcher {
+    /// A batcher holding nothing.
     pub fn new() -> Self {
         Batcher {
             held: Vec::new(),
@@ -83,6 +84,7 @@ impl Batcher {
         }
     }
 
+    /// Whether no bytes are held.
     pub fn is_empty(&self) -> bool {
         self.held_len == 0
     }

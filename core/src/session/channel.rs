@@ -37,8 +37,10 @@ pub enum Local {
     Route(Option<LinkId>),
 }
 
+/// The UDP socket of a channel and, on the Socks side, who may use the relay.
 #[derive(Clone, Debug)]
 pub struct UdpLocal {
+    /// The UDP socket (the relay on the Socks side, the dialling socket on the Dialer side).
     pub udp: UdpId,
     /// Socks side: the TCP control connection whose end ends the association.
     pub control: Option<ConnId>,
@@ -54,6 +56,7 @@ pub struct UdpLocal {
     pub entry_rules: Option<std::sync::Arc<crate::access::AccessRules>>,
 }
 
+/// How far a channel has got.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum Phase {
     /// Waiting for a UDP socket to be bound before Connect / ConnectResponse.
@@ -64,14 +67,21 @@ pub enum Phase {
     Open,
 }
 
+/// One channel's state in the plane's table (internal to the machines; public for the simulation's
+/// invariants).
 #[derive(Debug)]
 pub struct Channel {
+    /// The wire ChannelID, chosen by the Socks side.
     pub id: ChannelId,
+    /// TCP or UDP.
     pub protocol: Protocol,
     /// The link the channel's messages travel on (for Relay: the side that sent Connect).
     pub link: LinkId,
+    /// What sits on our side.
     pub local: Local,
+    /// Which end of the tunnel we are.
     pub side: Side,
+    /// How far it has got.
     pub phase: Phase,
     /// Socks side: the target the Connect named (sent again if a resume finds the far side
     /// never had the channel).
@@ -85,6 +95,7 @@ pub struct Channel {
     pub confirmed: bool,
     /// Data that arrived before the channel opened, in order, to pass on when it does.
     pub early: Vec<Bytes>,
+    /// Bytes in `early`.
     pub early_len: usize,
     /// A link whose reading is paused because `early` is full; released when the channel
     /// opens, is routed, or ends.
@@ -94,7 +105,9 @@ pub struct Channel {
     /// Disconnect (Dialer: write the held data, then close the target; Relay: pass it on
     /// after the held frames). `Some(error text)`.
     pub pending_end: Option<Option<String>>,
+    /// Data read from the local socket, held until it goes out as one Data message.
     pub batch: Batcher,
+    /// When data last moved (the idle sweep ends channels quiet for `idle_timeout`).
     pub last_active: Instant,
     /// Flow-controlled end to end (both ends speak the window extension; TCP only).
     pub windowed: bool,
@@ -151,6 +164,7 @@ pub struct RelayResume {
 }
 
 impl Channel {
+    /// A channel in [`Phase::Connecting`], nothing held or sent yet.
     pub fn new(
         id: ChannelId,
         protocol: Protocol,
@@ -189,6 +203,8 @@ impl Channel {
         }
     }
 
+    /// The TCP socket the channel belongs to: its own, or a UDP association's control connection;
+    /// `None` on a relay.
     pub fn conn(&self) -> Option<ConnId> {
         match self.local {
             Local::Conn(c) => Some(c),
@@ -197,6 +213,7 @@ impl Channel {
         }
     }
 
+    /// The UDP socket, for a UDP channel.
     pub fn udp(&self) -> Option<UdpId> {
         match &self.local {
             Local::Udp(u) => Some(u.udp),

@@ -263,6 +263,7 @@ impl ClientMachine {
         self.listener = None;
     }
 
+    /// Whether [`ClientMachine::close`] was called: the machine opens no more links.
     pub fn is_stopped(&self) -> bool {
         self.stopped
     }

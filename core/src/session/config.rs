@@ -21,11 +21,14 @@ pub struct Timings {
     pub cleaner_interval: Duration,
     /// First reconnect delay; multiplied by `reconnect_factor` per failure, capped.
     pub reconnect_delay: Duration,
+    /// Factor the reconnect delay grows by after each failed attempt (default 1.5).
     pub reconnect_factor: f64,
+    /// Cap of the reconnect delay.
     pub reconnect_max: Duration,
     /// Liveness: both sides ping every `ping_interval` (and answer pings at once); a pong is
     /// expected within `ping_timeout` ...
     pub ping_interval: Duration,
+    /// How long a pong may take before the link counts as dead.
     pub ping_timeout: Duration,
     /// ... and a link on which nothing at all (frame, ping or pong) arrived for this long is
     /// dead: it enters the transport grace. A half-open link (a NAT that forgot it) is thus
@@ -87,6 +90,7 @@ pub enum BatchPolicy {
 /// Data-path settings.
 #[derive(Clone, Debug)]
 pub struct DataConfig {
+    /// How reads from local sockets are cut into Data messages.
     pub batch: BatchPolicy,
     /// Longest a small read may wait for company (LinkPaced).
     pub max_delay: Duration,
@@ -102,6 +106,7 @@ pub struct DataConfig {
     pub link_low_water: usize,
     /// Stop reading a link when a local socket has this many unwritten bytes queued.
     pub conn_high_water: usize,
+    /// Read the link again when every such socket has drained below this.
     pub conn_low_water: usize,
     /// Largest inflated gzip payload accepted.
     pub max_inflated: usize,
@@ -161,8 +166,12 @@ impl Default for DataConfig {
 /// A SOCKS5 listener to run.
 #[derive(Clone, Debug)]
 pub struct SocksListen {
+    /// Address to bind: an IP literal or a host name.
     pub host: String,
+    /// Port to bind; 0 lets the system choose (the bound port comes back in
+    /// [`Event::Listening`](super::Event::Listening)).
     pub port: u16,
+    /// Username and password the SOCKS5 clients must give (RFC 1929); `None`: no authentication.
     pub credentials: Option<Arc<Credentials>>,
 }
 
@@ -182,6 +191,7 @@ pub struct ClientConfig {
     pub url: String,
     /// Our token; `None` presents the literal `anonymous`.
     pub token: Option<String>,
+    /// Forward client (or connector) or reverse provider.
     pub role: ClientRole,
     /// Forward / connector: the local SOCKS5 listener.
     pub socks: Option<SocksListen>,
@@ -192,12 +202,21 @@ pub struct ClientConfig {
     pub connector_token: Option<String>,
     /// WebSocket links to open.
     pub threads: usize,
+    /// Open the links again after they are lost (with the backoff of [`Timings`]); `false`: a lost
+    /// link is fatal.
     pub reconnect: bool,
     /// Keep retrying after the server refused the token.
     pub retry_auth: bool,
+    /// Reply success to a SOCKS CONNECT at once, before the server's ConnectResponse (FastOpen,
+    /// spec §4).
     pub fast_open: bool,
+    /// This client's instance id, sent with every link; the server resumes channels and counts
+    /// reconnects by it. The default is all zeros: a caller should draw a random one (UUID v4) per
+    /// process.
     pub instance: InstanceId,
+    /// Timeouts and intervals.
     pub timings: Timings,
+    /// Data-path settings.
     pub data: DataConfig,
     /// Forward client and connector: access rules checked where a SOCKS5 or HTTP request
     /// enters the local port, before anything is sent (`--access-rule`, the reference's
@@ -207,6 +226,8 @@ pub struct ClientConfig {
 }
 
 impl ClientConfig {
+    /// Settings with the CLI's defaults: one link, reconnect on, no SOCKS listener, all-zero
+    /// instance id, no access rules.
     pub fn new(url: impl Into<String>, token: Option<String>, role: ClientRole) -> Self {
         ClientConfig {
             url: url.into(),
@@ -234,8 +255,12 @@ pub struct ServerConfig {
     pub connector_autonomy: bool,
     /// Open reverse SOCKS listeners at once, not at the first provider.
     pub socks_nowait: bool,
+    /// Reply success to a SOCKS CONNECT at once, before the provider's ConnectResponse (reverse
+    /// mode).
     pub fast_open: bool,
+    /// Timeouts and intervals.
     pub timings: Timings,
+    /// Data-path settings.
     pub data: DataConfig,
     /// The server-wide access rules it starts with (`server --access-rule` without `-r` gives
     /// `dial`); `GET`/`PUT /api/config/access` read and replace them at run time

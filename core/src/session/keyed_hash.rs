@@ -4,7 +4,7 @@
 //! ordered map there cost a few percent of a short connection's CPU (B-tree descents over
 //! 32-byte keys). A hash map is faster, but its hasher must not be predictable by a peer that
 //! picks the keys, and the machines draw no randomness they were not given: the key comes
-//! from the machine's [`IdSource`](crate::ids::IdSource), so a seeded run stays reproducible.
+//! from the machine's [`IdSource`], so a seeded run stays reproducible.
 //! Nothing iterates these maps, so their order never shows.
 
 use std::collections::hash_map::DefaultHasher;

@@ -22,39 +22,52 @@ pub enum Output {
     /// Client role: open a WebSocket link to `url` (ws:// or wss://, query included). Report
     /// the outcome with `ClientMachine::handle_link_opened` or `Machine::handle_link_closed`.
     OpenLink {
+        /// Handle the driver reports this link under.
         link: LinkId,
+        /// The WebSocket URL to connect to.
         url: String,
     },
     /// Send one binary WebSocket message. Report it written with `handle_link_sent(frame.len())`.
     Transmit {
+        /// The link to send on.
         link: LinkId,
+        /// The whole binary message payload (one encoded LinkSocks message or a batch of them).
         frame: Bytes,
     },
     /// Send a WebSocket ping; report the pong with `handle_link_pong`.
     Ping {
+        /// The link to ping.
         link: LinkId,
     },
     /// Close the link once the frames already handed out are written.
     CloseLink {
+        /// The link to close.
         link: LinkId,
     },
     /// Stop reading messages from the link (a local writer is slow); `ResumeLink` undoes it.
     PauseLink {
+        /// The link to pause.
         link: LinkId,
     },
+    /// Read messages from the link again after [`Output::PauseLink`].
     ResumeLink {
+        /// The link to resume.
         link: LinkId,
     },
 
     /// Open a SOCKS5 TCP listener; report with `handle_listener_bound`, then each accepted
     /// socket with `handle_accept`.
     Listen {
+        /// Handle the driver reports the listener under.
         listener: ListenerId,
+        /// Address to bind (an IP literal or a host name).
         host: String,
+        /// Port to bind; 0 asks for any free port.
         port: u16,
     },
     /// Close a listener (sockets already accepted stay).
     Unlisten {
+        /// The listener to close.
         listener: ListenerId,
     },
 
@@ -64,8 +77,11 @@ pub enum Output {
     /// [`Machine::handle_resolved`](super::Machine::handle_resolved), with no address when the
     /// name does not resolve or the lookup takes longer than `timeout`.
     Resolve {
+        /// The socket (or connector request) the answer is for.
         conn: ConnId,
+        /// The name to resolve.
         host: String,
+        /// How long the lookup may take.
         timeout: Duration,
     },
 
@@ -79,45 +95,63 @@ pub enum Output {
     /// upstream proxy, if any, by address). No address left, or a name that does not
     /// resolve: report the dial failed with exactly [`DIAL_BLOCKED`].
     Dial {
+        /// Handle the driver reports the new socket under.
         conn: ConnId,
         /// The link whose Connect this is (for logs).
         link: LinkId,
+        /// Where to connect.
         target: TargetAddr,
+        /// How long the connect may take.
         timeout: Duration,
+        /// Access rule sets the resolved addresses must pass.
         rules: Vec<Arc<AccessRules>>,
     },
     /// Write bytes to a local socket; report progress with `handle_conn_written`.
     Write {
+        /// The socket.
         conn: ConnId,
+        /// The bytes, in order after earlier writes to the same socket.
         data: Bytes,
     },
     /// Stop reading from a local socket until `ResumeRead` (backpressure: the link is full).
     PauseRead {
+        /// The socket.
         conn: ConnId,
     },
+    /// Read from a local socket again after [`Output::PauseRead`].
     ResumeRead {
+        /// The socket.
         conn: ConnId,
     },
     /// Close a local socket after the writes already handed out. `abort` asks for a reset
     /// (SO_LINGER 0) so the application sees an error rather than a clean end of stream.
     Close {
+        /// The socket.
         conn: ConnId,
+        /// Reset the connection instead of closing it cleanly.
         abort: bool,
     },
 
     /// Bind a UDP socket on `addr` (port 0 = any). `None`: any address of either family, for a
     /// dialling side that may send to IPv4 and IPv6 destinations.
     BindUdp {
+        /// Handle the driver reports the socket under (`handle_udp_bound`, `handle_udp_datagram`).
         udp: UdpId,
+        /// Local address to bind, or `None` for a dual-stack socket.
         addr: Option<SocketAddr>,
     },
     /// Send one datagram (resolving a domain name here).
     SendUdp {
+        /// The UDP socket to send from.
         udp: UdpId,
+        /// The destination.
         to: TargetAddr,
+        /// The datagram payload.
         data: Bytes,
     },
+    /// Close a UDP socket; nothing more is reported for it.
     CloseUdp {
+        /// The socket.
         udp: UdpId,
     },
 
@@ -130,19 +164,38 @@ pub enum Output {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
     /// A link authenticated.
-    LinkReady { link: LinkId },
+    LinkReady {
+        /// The link.
+        link: LinkId,
+    },
     /// A listener is serving.
     Listening {
+        /// The listener.
         listener: ListenerId,
+        /// The address it is bound to (with the real port when 0 was asked).
         addr: SocketAddr,
     },
     /// The peer sent a Log message.
-    PeerLog { level: String, msg: String },
+    PeerLog {
+        /// The level the peer gave (`trace` .. `error`).
+        level: String,
+        /// The text.
+        msg: String,
+    },
     /// The peer says how many partners (providers or connectors) share our token.
-    Partners { count: i64 },
+    Partners {
+        /// The number the peer sent.
+        count: i64,
+    },
     /// A connector token is registered for us (autonomy mode), generated or as asked.
-    ConnectorToken { token: String },
+    ConnectorToken {
+        /// The connector token, in clear.
+        token: String,
+    },
     /// The machine cannot go on (e.g. the server refused our token and retrying is off, or the
     /// link is lost with reconnection disabled). The driver should stop with this message.
-    Fatal { reason: String },
+    Fatal {
+        /// What happened, for the user.
+        reason: String,
+    },
 }

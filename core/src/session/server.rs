@@ -24,20 +24,28 @@ use crate::wire::{feature, Connect, ConnectorOp, Message};
 /// Why a token operation was refused. The texts are the reference API's error strings.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
+    /// Adding a token the server already has.
     #[error("token already exists")]
     Exists,
+    /// Adding a connector token that already exists.
     #[error("connector token already exists")]
     ConnectorExists,
+    /// Removing (or looking up) a token the server does not have.
     #[error("token not found")]
     NotFound,
+    /// A connector token was asked for without its reverse token.
     #[error("reverse_token is required for connector token")]
     NoReverseToken,
+    /// A connector token names a reverse token the server does not have.
     #[error("reverse token not found")]
     ReverseNotFound,
+    /// The literal `anonymous` (what a client without a token presents) cannot be added.
     #[error("'anonymous' is reserved and cannot be used as a token")]
     Anonymous,
+    /// The token does not fit the one-byte length of the Auth message.
     #[error("token is longer than 255 bytes")]
     TooLong,
+    /// An empty token.
     #[error("token must not be empty")]
     Empty,
 }
@@ -53,18 +61,26 @@ pub struct ReverseTokenSpec {
     pub allow_manage_connector: bool,
 }
 
+/// The kind of a token, as the HTTP API's status reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TokenType {
+    /// Forward clients authenticate with it; the server dials for them.
     Forward,
+    /// Reverse providers authenticate with it; it may have a SOCKS5 listener on the server.
     Reverse,
+    /// Connectors authenticate with it; their channels are relayed to a provider of its reverse
+    /// token.
     Connector,
 }
 
 /// One token's line of status (the HTTP API's `/api/status`).
 #[derive(Clone, Debug)]
 pub struct TokenStatus {
+    /// The token, in clear.
     pub token: String,
+    /// Its kind.
     pub kind: TokenType,
+    /// Links currently authenticated with it (clients, providers or connectors).
     pub clients_count: usize,
     /// Reverse: the SOCKS5 port.
     pub port: Option<u16>,
@@ -106,8 +122,11 @@ struct Reverse {
 pub enum ListenerState {
     /// Not a reverse token, or one without a listener (autonomy, not started yet).
     None,
+    /// The listener was asked for and the driver has not reported yet.
     Opening,
+    /// Serving on this address.
     Bound(SocketAddr),
+    /// The driver could not bind it; carries the error text.
     Failed(String),
 }
 
@@ -175,6 +194,9 @@ enum Verdict {
     Resolve(String),
 }
 
+/// The server role's protocol machine: authenticates links, keeps the tokens, dials for forward
+/// clients, relays connectors' channels to providers and serves reverse tokens' SOCKS5 listeners.
+/// Driven through [`Machine`] plus the token-management methods below.
 pub struct ServerMachine {
     cfg: ServerConfig,
     plane: Plane,
@@ -203,6 +225,7 @@ pub struct ServerMachine {
 }
 
 impl ServerMachine {
+    /// A server with no tokens yet; add them with the `add_*` methods before or while running.
     pub fn new(cfg: ServerConfig, ids: Box<dyn IdSource>, now: Instant) -> Self {
         let plane = Plane::new(
             cfg.data.clone(),
@@ -228,6 +251,7 @@ impl ServerMachine {
         }
     }
 
+    /// The data plane, for status, counters and tests.
     pub fn plane(&self) -> &Plane {
         &self.plane
     }

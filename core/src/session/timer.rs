@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::time::Instant;
 
+/// Deadlines by key (at most one per key), earliest first.
 #[derive(Debug)]
 pub struct TimerQueue<K: Ord + Copy> {
     order: BTreeSet<(Instant, K)>,
@@ -37,12 +38,14 @@ impl<K: Ord + Copy> TimerQueue<K> {
         }
     }
 
+    /// Disarm `key` (nothing happens if it is not armed).
     pub fn cancel(&mut self, key: K) {
         if let Some(old) = self.due.remove(&key) {
             self.order.remove(&(old, key));
         }
     }
 
+    /// When `key` fires; `None` if it is not armed.
     pub fn get(&self, key: K) -> Option<Instant> {
         self.due.get(&key).copied()
     }
@@ -63,10 +66,12 @@ impl<K: Ord + Copy> TimerQueue<K> {
         Some(key)
     }
 
+    /// Keys armed.
     pub fn len(&self) -> usize {
         self.due.len()
     }
 
+    /// Whether no key is armed.
     pub fn is_empty(&self) -> bool {
         self.due.is_empty()
     }

@@ -21,10 +21,16 @@ use crate::addr::TargetAddr;
 #[derive(Copy, Clone, PartialEq, Eq, Debug)]
 pub enum ClientProgress {
     /// The handshake goes on; all of the input was consumed.
-    NeedMore { consumed: usize },
+    NeedMore {
+        /// Bytes of the input used (all of it).
+        consumed: usize,
+    },
     /// The tunnel is open. Input bytes after `consumed` belong to the tunnel. Once done, every
     /// further call reports `Done { consumed: 0 }`.
-    Done { consumed: usize },
+    Done {
+        /// Bytes of the input that were the proxy's last answer.
+        consumed: usize,
+    },
 }
 
 /// Longest proxy message: the reply with a domain, `VER REP RSV ATYP LEN NAME(255) PORT(2)`.

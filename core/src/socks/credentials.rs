@@ -16,6 +16,8 @@ pub struct Credentials {
 }
 
 impl Credentials {
+    /// Credentials from raw bytes (RFC 1929 does not require UTF-8); each must be at most 255 bytes
+    /// to be sent.
     pub fn new(username: impl Into<Vec<u8>>, password: impl Into<Vec<u8>>) -> Self {
         Credentials {
             username: username.into(),
@@ -23,10 +25,12 @@ impl Credentials {
         }
     }
 
+    /// The username bytes.
     pub fn username(&self) -> &[u8] {
         &self.username
     }
 
+    /// The password bytes.
     pub fn password(&self) -> &[u8] {
         &self.password
     }

@@ -18,27 +18,36 @@ pub enum SocksErrorKind {
     #[error("not a SOCKS5 client: greeting version byte {0:#04x}")]
     BadVersion(u8),
 
+    /// The client offered no method we accept (`05 FF` is sent): with credentials configured, 0x02
+    /// was not offered.
     #[error("the client offers no acceptable authentication method")]
     NoAcceptableMethod,
 
+    /// The RFC 1929 sub-negotiation did not start with 0x01 (`01 01` is sent).
     #[error("username/password sub-negotiation version {0:#04x}, expected 0x01")]
     BadAuthVersion(u8),
 
+    /// Wrong username or password (`01 01` is sent).
     #[error("wrong SOCKS5 username or password")]
     AuthFailed,
 
+    /// The request's version byte is not 5 (reply 0x01).
     #[error("request version byte {0:#04x}, expected 0x05")]
     BadRequestVersion(u8),
 
+    /// A command other than CONNECT and UDP ASSOCIATE (reply 0x07).
     #[error("unsupported SOCKS5 command {0:#04x}")]
     CommandNotSupported(u8),
 
+    /// An address type other than 0x01, 0x03 and 0x04 (reply 0x08).
     #[error("unsupported SOCKS5 address type {0:#04x}")]
     AddressTypeNotSupported(u8),
 
+    /// A domain name of length zero (reply 0x04, as the reference ends up answering).
     #[error("empty domain name in the SOCKS5 request")]
     EmptyDomain,
 
+    /// A domain name that is not UTF-8 (reply 0x04).
     #[error("domain name in the SOCKS5 request is not UTF-8")]
     DomainNotUtf8,
 
@@ -104,6 +113,7 @@ impl SocksError {
         SocksError { kind, response }
     }
 
+    /// What went wrong.
     pub fn kind(&self) -> &SocksErrorKind {
         &self.kind
     }
@@ -130,41 +140,67 @@ impl From<SocksError> for SocksErrorKind {
 /// What can go wrong while reaching a host through an upstream SOCKS5 or HTTP CONNECT proxy.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum ProxyClientError {
+    /// The proxy's greeting answer or reply does not start with 5.
     #[error("SOCKS5 proxy answered with version byte {0:#04x}, expected 0x05")]
     BadVersion(u8),
 
+    /// The proxy answered `05 FF`.
     #[error("SOCKS5 proxy accepts none of the offered authentication methods")]
     NoAcceptableMethod,
 
+    /// The proxy chose a method we did not offer.
     #[error("SOCKS5 proxy chose authentication method {0:#04x}, which we did not offer")]
     UnexpectedMethod(u8),
 
+    /// The proxy refused the credentials; carries its RFC 1929 status byte.
     #[error("SOCKS5 proxy refused the username/password (status {0:#04x})")]
     AuthRejected(u8),
 
+    /// The proxy answered the CONNECT with a non-zero reply code (carried).
     #[error("SOCKS5 proxy refused the request: {}", describe_reply(*.0))]
     Refused(u8),
 
+    /// The proxy's reply carries an address type other than 0x01, 0x03 and 0x04.
     #[error("SOCKS5 proxy reply has unsupported address type {0:#04x}")]
     BadAddressType(u8),
 
+    /// A username, password or host name too long for its one-byte length.
     #[error("{field} is {len} bytes; SOCKS5 carries at most 255")]
-    TooLong { field: &'static str, len: usize },
+    TooLong {
+        /// Which field (`target host name`, `proxy username`, `proxy password`).
+        field: &'static str,
+        /// Its length in bytes.
+        len: usize,
+    },
 
+    /// The target host name is empty.
     #[error("empty target host name")]
     EmptyDomain,
 
+    /// The target host name has a byte that is not printable ASCII (CR, LF, space, ...), which
+    /// would break the CONNECT request line; carries the name, cut short.
     #[error("target host name {0:?} cannot be written into an HTTP CONNECT request")]
     InvalidHost(String),
 
+    /// The HTTP proxy answered CONNECT with a status other than 2xx.
     #[error("HTTP proxy answered CONNECT with {code} {reason}")]
-    HttpStatus { code: u16, reason: String },
+    HttpStatus {
+        /// The HTTP status code (anything but 2xx).
+        code: u16,
+        /// The reason phrase of the status line.
+        reason: String,
+    },
 
+    /// The HTTP proxy's response head could not be parsed; carries what was wrong.
     #[error("malformed HTTP proxy response: {0}")]
     HttpMalformed(String),
 
+    /// The HTTP proxy's response head did not end within the limit.
     #[error("HTTP proxy response head exceeds {limit} bytes")]
-    HttpHeadTooLarge { limit: usize },
+    HttpHeadTooLarge {
+        /// The most bytes a response head may have.
+        limit: usize,
+    },
 }
 
 fn describe_reply(code: u8) -> String {

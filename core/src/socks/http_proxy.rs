@@ -113,6 +113,7 @@ pub struct HttpRequest {
     /// Where the channel goes. IP literals are [`TargetAddr::Ip`], names [`TargetAddr::Domain`]
     /// as written (at most 255 bytes).
     pub target: TargetAddr,
+    /// CONNECT tunnel or plain-HTTP forward.
     pub kind: HttpRequestKind,
 }
 
@@ -123,7 +124,10 @@ pub enum HttpRequestKind {
     Connect,
     /// Send `head` (the request line in origin form, `Host`, the end-to-end headers,
     /// `Connection: close`, the blank line) to the target first, then relay raw.
-    Forward { head: Bytes },
+    Forward {
+        /// The rewritten request head to send to the target.
+        head: Bytes,
+    },
 }
 
 impl std::fmt::Debug for HttpRequest {
@@ -256,12 +260,21 @@ pub enum HttpProxyErrorKind {
     #[error("malformed HTTP proxy request: {0}")]
     Malformed(String),
 
+    /// The request head did not end within the limit (431).
     #[error("HTTP proxy request head is longer than {limit} bytes")]
-    HeadTooLarge { limit: usize },
+    HeadTooLarge {
+        /// The most bytes a request head may have.
+        limit: usize,
+    },
 
+    /// Too many header fields (431).
     #[error("HTTP proxy request has more than {limit} header fields")]
-    TooManyHeaders { limit: usize },
+    TooManyHeaders {
+        /// The most header fields accepted.
+        limit: usize,
+    },
 
+    /// Credentials are configured and the request carries none (407).
     #[error("HTTP proxy request without Proxy-Authorization")]
     AuthMissing,
 
@@ -269,18 +282,23 @@ pub enum HttpProxyErrorKind {
     #[error("malformed Proxy-Authorization (expected Basic base64(user:password))")]
     AuthMalformed,
 
+    /// Wrong username or password (407).
     #[error("wrong HTTP proxy username or password")]
     AuthFailed,
 
+    /// A CONNECT whose target is not `host:port` (400).
     #[error("invalid CONNECT target")]
     InvalidConnectTarget,
 
+    /// A plain request whose target is not `http://host[:port]/...` (400).
     #[error("HTTP proxy request target is not an absolute-form URL")]
     AbsoluteFormRequired,
 
+    /// An absolute-form `https://` request: a client must use CONNECT for HTTPS (400).
     #[error("absolute-form https:// request (HTTPS goes through CONNECT)")]
     HttpsNeedsConnect,
 
+    /// An absolute-form target whose host or port cannot be read (400).
     #[error("invalid HTTP proxy request target")]
     InvalidRequestTarget,
 
@@ -322,6 +340,7 @@ impl HttpProxyError {
         HttpProxyError { kind, response }
     }
 
+    /// What went wrong.
     pub fn kind(&self) -> &HttpProxyErrorKind {
         &self.kind
     }

@@ -55,7 +55,9 @@ pub const METHOD_NONE_ACCEPTABLE: u8 = 0xFF;
 /// Version byte of the RFC 1929 username/password sub-negotiation.
 pub const AUTH_VERSION: u8 = 0x01;
 
-/// Address types of RFC 1928 section 5.
+/// Address types of RFC 1928 section 5. `ATYP` 0x01: 4 bytes of IPv4 address.
 pub const ATYP_IPV4: u8 = 0x01;
+/// `ATYP` 0x03: a length byte and a domain name.
 pub const ATYP_DOMAIN: u8 = 0x03;
+/// `ATYP` 0x04: 16 bytes of IPv6 address.
 pub const ATYP_IPV6: u8 = 0x04;

@@ -15,18 +15,28 @@ pub const UNSPECIFIED_BOUND: SocketAddr =
 #[repr(u8)]
 #[derive(Copy, Clone, PartialEq, Eq, Hash, Debug)]
 pub enum Reply {
+    /// 0x00: success; the tunnel is open.
     Succeeded = 0,
+    /// 0x01: general failure (also our answer to a malformed request or a lost link).
     GeneralFailure = 1,
+    /// 0x02: not allowed by the rule set (access rules refused the destination).
     NotAllowed = 2,
+    /// 0x03: network unreachable; in reverse mode, no provider is connected (spec §4).
     NetworkUnreachable = 3,
+    /// 0x04: host unreachable; what a failed ConnectResponse becomes (spec §4).
     HostUnreachable = 4,
+    /// 0x05: connection refused.
     ConnectionRefused = 5,
+    /// 0x06: TTL expired.
     TtlExpired = 6,
+    /// 0x07: command not supported (neither CONNECT nor UDP ASSOCIATE).
     CommandNotSupported = 7,
+    /// 0x08: address type not supported.
     AddressTypeNotSupported = 8,
 }
 
 impl Reply {
+    /// The code byte of the reply (`REP`).
     pub fn code(self) -> u8 {
         self as u8
     }

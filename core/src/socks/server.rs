@@ -43,11 +43,14 @@ use crate::addr::TargetAddr;
 /// The SOCKS5 commands we serve.
 #[derive(Copy, Clone, PartialEq, Eq, Hash, Debug)]
 pub enum Command {
+    /// CONNECT (0x01): a TCP stream to the target.
     Connect,
+    /// UDP ASSOCIATE (0x03): a UDP relay for the application.
     UdpAssociate,
 }
 
 impl Command {
+    /// The `CMD` byte of the request.
     pub fn code(self) -> u8 {
         match self {
             Command::Connect => 0x01,
@@ -62,7 +65,9 @@ impl Command {
 /// from (often all zeros, meaning "not known yet").
 #[derive(Clone, PartialEq, Eq, Hash, Debug)]
 pub struct Request {
+    /// What the application asks for.
     pub command: Command,
+    /// The destination (CONNECT) or the application's announced source (UDP ASSOCIATE).
     pub target: TargetAddr,
 }
 

@@ -13,6 +13,7 @@ use crate::addr::TargetAddr;
 /// The longest header: `RSV RSV FRAG ATYP LEN DOMAIN(255) PORT(2)`.
 pub const MAX_UDP_HEADER_LEN: usize = 3 + 2 + 255 + 2;
 
+/// Why a SOCKS5 UDP request header (RFC 1928 section 7) could not be read or written.
 #[derive(Debug, Error, Clone, Copy, PartialEq, Eq)]
 pub enum UdpHeaderError {
     /// FRAG != 0. Fragment reassembly is optional in RFC 1928 and neither we nor the reference
@@ -20,15 +21,19 @@ pub enum UdpHeaderError {
     #[error("fragmented SOCKS5 UDP datagram (FRAG != 0)")]
     Fragmented,
 
+    /// The datagram ends inside its header.
     #[error("SOCKS5 UDP datagram shorter than its header")]
     Truncated,
 
+    /// An `ATYP` other than 0x01, 0x03 and 0x04 (carried).
     #[error("SOCKS5 UDP header has unsupported address type {0:#04x}")]
     BadAddressType(u8),
 
+    /// A domain name of length zero.
     #[error("SOCKS5 UDP header has an empty domain name")]
     EmptyDomain,
 
+    /// A domain name that is not UTF-8.
     #[error("SOCKS5 UDP header has a domain name that is not UTF-8")]
     DomainNotUtf8,
 

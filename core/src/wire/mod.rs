@@ -1,8 +1,8 @@
 //! The LinkSocks binary message codec, protocol 0x01 (see the spec, section 2).
 //!
 //! - [`message`]: the message types.
-//! - [`encode`]: writing messages into a `BytesMut`, and the zero-copy Data header.
-//! - [`decode`]: parsing one WebSocket binary message, untrusted, without panics and without
+//! - [`mod@encode`]: writing messages into a `BytesMut`, and the zero-copy Data header.
+//! - [`mod@decode`]: parsing one WebSocket binary message, untrusted, without panics and without
 //!   allocating from unchecked lengths; Data payloads are handed out as slices of the frame.
 //! - [`gzip`]: the Data payload compression (RFC 1952) with a bounded inflate.
 //! - [`error`]: what can be wrong with a message, naming the message and the field.

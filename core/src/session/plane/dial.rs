@@ -163,6 +163,8 @@ impl Plane {
         );
     }
 
+    /// The driver's report of an [`Output::Dial`]: answer the Connect with a ConnectResponse and,
+    /// on success, start reading the socket.
     pub fn dial_result(&mut self, now: Instant, conn: ConnId, result: Result<(), String>) {
         let Some(ConnState::Channel(key)) = self.conns.get(&conn).map(|c| &c.state) else {
             // The channel ended while the dial ran: drop the socket.

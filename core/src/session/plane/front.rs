@@ -62,6 +62,8 @@ fn http_failure(reply: Reply) -> HttpFailure {
 }
 
 impl Plane {
+    /// Ask the driver to open a SOCKS5 listener; `tag` is the role's note on it (e.g. the reverse
+    /// token it serves). Returns its handle.
     pub fn listen(&mut self, socks: SocksListen, tag: String) -> ListenerId {
         let listener = self.new_listener_id();
         self.out.push_back(Output::Listen {
@@ -80,12 +82,15 @@ impl Plane {
         listener
     }
 
+    /// Forget a listener and ask the driver to close it.
     pub fn unlisten(&mut self, listener: ListenerId) {
         if self.listeners.remove(&listener).is_some() {
             self.out.push_back(Output::Unlisten { listener });
         }
     }
 
+    /// The driver's report of an [`Output::Listen`]: on success record the address and emit
+    /// [`Event::Listening`].
     pub fn listener_bound(&mut self, listener: ListenerId, result: &Result<SocketAddr, String>) {
         if let (Some(l), Ok(addr)) = (self.listeners.get_mut(&listener), result) {
             l.bound = Some(*addr);
@@ -444,6 +449,7 @@ impl Plane {
         self.drop_conn(conn, false);
     }
 
+    /// Whether `conn` has a parsed request waiting for the role to route it.
     pub fn is_waiting(&self, conn: ConnId) -> bool {
         matches!(
             self.conns.get(&conn).map(|c| &c.state),

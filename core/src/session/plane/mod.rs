@@ -82,16 +82,27 @@ pub enum Timer {
 /// Counters for logs and metrics.
 #[derive(Clone, Debug, Default)]
 pub struct Stats {
+    /// Channels opened, either way, since start.
     pub channels_opened: u64,
+    /// Bytes of WebSocket messages received on links.
     pub bytes_from_links: u64,
+    /// Bytes of WebSocket messages handed out to be sent on links.
     pub bytes_to_links: u64,
+    /// WebSocket messages received on links.
     pub frames_from_links: u64,
+    /// WebSocket messages handed out to be sent on links.
     pub frames_to_links: u64,
+    /// Messages from links that did not decode (dropped; the link stays).
     pub bad_frames: u64,
+    /// SOCKS5 replies sent, indexed by reply code (0x00..=0x08).
     pub socks_replies: [u64; 9],
+    /// UDP datagrams dropped because their SOCKS5 header had FRAG ≠ 0.
     pub udp_dropped_fragmented: u64,
+    /// UDP datagrams dropped because they came from an address other than the application's.
     pub udp_dropped_foreign: u64,
+    /// UDP datagrams dropped because the channel's queue was full.
     pub udp_dropped_backlog: u64,
+    /// Links opened again after a loss (client) or re-authenticated by a known peer (server).
     pub reconnects: u64,
     /// Channels suspended when their link was lost ...
     pub channels_suspended: u64,
@@ -101,6 +112,8 @@ pub struct Stats {
     pub channels_expired: u64,
 }
 
+/// One WebSocket link in the plane's table: readiness, queues, flow-control window and resume
+/// identity. Owned by [`Plane::links`].
 pub struct LinkEntry {
     /// Authenticated: channels may use it.
     pub ready: bool,
@@ -188,18 +201,24 @@ struct ConnEntry {
     peer: Option<SocketAddr>,
 }
 
+/// A SOCKS listener the plane has asked the driver to open.
 pub struct ListenerEntry {
+    /// Where it listens and the credentials it asks for.
     pub socks: SocksListen,
     /// What the role attached (e.g. the reverse token the listener serves).
     pub tag: String,
+    /// The address the driver reported bound; `None` until then.
     pub bound: Option<SocketAddr>,
 }
 
 /// A parsed SOCKS request the role must route.
 #[derive(Debug)]
 pub struct SocksRequest {
+    /// The accepted socket the request came on.
     pub conn: ConnId,
+    /// The listener that accepted it.
     pub listener: ListenerId,
+    /// CONNECT to a target or UDP ASSOCIATE.
     pub command: Command,
 }
 
@@ -213,15 +232,27 @@ pub enum Routed {
     Connect(Connect),
 }
 
+/// The data plane shared by both roles: every table of links, local sockets and channels, the
+/// timers and the output queue. Each role machine owns one; read it through `plane()` for status
+/// and tests.
 pub struct Plane {
+    /// Payload sizes, watermarks and compression settings.
     pub data: DataConfig,
+    /// Timeouts and intervals.
     pub timings: Timings,
+    /// Reply success to a SOCKS CONNECT at once, before the ConnectResponse (FastOpen, spec §4).
     pub fast_open: bool,
+    /// Source of fresh link ids, channel ids and hash keys.
     pub ids: Box<dyn IdSource>,
+    /// Effects not yet polled by the driver, in order.
     pub out: VecDeque<Output>,
+    /// Pending deadlines.
     pub timers: TimerQueue<Timer>,
+    /// Links by handle.
     pub links: BTreeMap<LinkId, LinkEntry>,
+    /// Listeners by handle.
     pub listeners: BTreeMap<ListenerId, ListenerEntry>,
+    /// Counters.
     pub stats: Stats,
     conns: BTreeMap<ConnId, Box<ConnEntry>>,
     udps: BTreeMap<UdpId, ChanKey>,
@@ -242,6 +273,7 @@ pub struct Plane {
 }
 
 impl Plane {
+    /// An empty plane; `now` starts the periodic sweep.
     pub fn new(
         data: DataConfig,
         timings: Timings,
@@ -307,14 +339,17 @@ impl Plane {
         ConnId(self.handle())
     }
 
+    /// A fresh handle for a link the driver is asked to open or has accepted.
     pub fn new_link_id(&mut self) -> LinkId {
         LinkId(self.handle())
     }
 
+    /// A fresh handle for a listener.
     pub fn new_listener_id(&mut self) -> ListenerId {
         ListenerId(self.handle())
     }
 
+    /// Queue an effect for the driver (a `CloseLink` first flushes the link's deferred frames).
     pub fn emit(&mut self, o: Output) {
         if let Output::CloseLink { link } = o {
             // Answers still waiting for company go before the close, not with the link.
@@ -323,6 +358,7 @@ impl Plane {
         self.out.push_back(o);
     }
 
+    /// Queue an [`Event`] for the driver.
     pub fn event(&mut self, e: Event) {
         self.out.push_back(Output::Event(e));
     }
@@ -339,6 +375,7 @@ impl Plane {
         self.conns.len()
     }
 
+    /// UDP sockets currently open.
     pub fn udp_count(&self) -> usize {
         self.udps.len()
     }
@@ -400,6 +437,7 @@ impl Plane {
             .collect()
     }
 
+    /// The links that have authenticated, in handle order.
     pub fn links_ready(&self) -> impl Iterator<Item = LinkId> + '_ {
         self.links.iter().filter(|(_, l)| l.ready).map(|(k, _)| *k)
     }

@@ -16,6 +16,8 @@ use crate::time::Instant;
 use crate::wire::{Connect, Data, Message, Protocol, UdpTrailer};
 
 impl Plane {
+    /// The driver's report of an [`Output::BindUdp`]: go on with the channel's Connect,
+    /// ConnectResponse or SOCKS reply, or fail it.
     pub fn udp_bound(&mut self, now: Instant, udp: UdpId, result: Result<SocketAddr, String>) {
         let Some(&key) = self.udps.get(&udp) else {
             return;
@@ -70,6 +72,8 @@ impl Plane {
         }
     }
 
+    /// A datagram arrived on a UDP socket: from the application (SOCKS5 header, checked and sent on
+    /// as Data) or from a destination (sent back with its source in the trailer).
     pub fn udp_datagram(&mut self, now: Instant, udp: UdpId, from: SocketAddr, data: Bytes) {
         let Some(&key) = self.udps.get(&udp) else {
             return;

@@ -43,14 +43,17 @@ impl ReplayLog {
         self.start + self.len as u64
     }
 
+    /// Bytes held.
     pub fn len(&self) -> usize {
         self.len
     }
 
+    /// Whether no bytes are held.
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
 
+    /// Append the next bytes of the stream (sent data kept for replay).
     pub fn push(&mut self, payload: Bytes) {
         if payload.is_empty() {
             return;
