@@ -5,6 +5,10 @@
 //! running, 2 for anything wrong before starting (flags, `LINKSOCKS_*` values, URLs). Every
 //! failure prints exactly one `error: ...` line on stderr.
 
+// The doc comments of the argument structs are the `--help` texts, written for a terminal
+// (`socks5://[user[:pass]@]host`), not rustdoc links.
+#![allow(rustdoc::broken_intra_doc_links)]
+
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

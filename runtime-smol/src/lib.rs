@@ -67,7 +67,7 @@ fn executor() -> &'static smol::Executor<'static> {
 }
 
 /// Drive a future to completion on this thread, running our tasks meanwhile (see
-/// [`executor`]).
+/// `executor`).
 pub fn block_on<T>(fut: impl Future<Output = T>) -> T {
     smol::block_on(executor().run(fut))
 }

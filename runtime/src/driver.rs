@@ -124,7 +124,7 @@ enum UdpCmd {
 
 /// A link's writer task and, on a plain TCP link, writes made on the spot.
 ///
-/// As for local sockets (see [`TryWrite`]), a small frame is written from `dispatch` while the
+/// As for local sockets (see `TryWrite`), a small frame is written from `dispatch` while the
 /// writer task has nothing queued: handing each to the task costs a wake-up, and on a round
 /// trip through the tunnel that is one per side. Every write to the link, on the spot or by
 /// the task, is decided under the machine's lock and the task counts down `queued` under it

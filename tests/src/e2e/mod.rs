@@ -11,7 +11,7 @@
 //! - [`socks5`]: a blocking SOCKS5 client (CONNECT, UDP ASSOCIATE), written from RFC 1928/1929
 //!   and independent of the code under test.
 //! - [`target`]: what applications reach: echo, byte source, HTTP file server, UDP echo, DNS.
-//! - [`reference`]: the reference Go implementation, as a child process.
+//! - [`reference`](mod@reference): the reference Go implementation, as a child process.
 //! - [`daemon`]: child processes in general (logs kept, killed on drop) and free ports.
 //! - [`daemons`]: openssl certificates, nginx as a TLS front, real upstream proxies.
 //! - [`relay`]: a TCP relay that counts, cuts or freezes one connection at a time.
