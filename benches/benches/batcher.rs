@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
+use linksocks_benches::noise;
 use linksocks_core::session::batch::Batcher;
 use linksocks_core::session::config::{BatchPolicy, DataConfig};
 use linksocks_core::time::Instant;
@@ -69,20 +70,6 @@ fn cfg(batch: BatchPolicy) -> DataConfig {
         batch,
         ..DataConfig::default()
     }
-}
-
-/// Incompressible bytes (xorshift64).
-fn noise(len: usize) -> Bytes {
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut v = Vec::with_capacity(len + 8);
-    while v.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        v.extend_from_slice(&x.to_le_bytes());
-    }
-    v.truncate(len);
-    Bytes::from(v)
 }
 
 /// What a driver does per chunk read: push, send what is ready, decide whether to flush.

@@ -9,6 +9,7 @@ use std::hint::black_box;
 
 use bytes::{Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use linksocks_benches::noise;
 use linksocks_core::ids::ChannelId;
 use linksocks_core::wire::{
     decode, encode, encode_data_header, Compression, Connect, Data, DecodeLimits, Message,
@@ -18,20 +19,6 @@ use linksocks_core::wire::{
 const CHANNEL: ChannelId = ChannelId([
     0x6b, 0xa7, 0xb8, 0x10, 0x9d, 0xad, 0x41, 0xd1, 0x80, 0xb4, 0x00, 0xc0, 0x4f, 0xd4, 0x30, 0xc8,
 ]);
-
-/// Incompressible bytes (xorshift64), like TLS records: what most tunnelled traffic looks like.
-fn noise(len: usize) -> Bytes {
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut v = Vec::with_capacity(len + 8);
-    while v.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        v.extend_from_slice(&x.to_le_bytes());
-    }
-    v.truncate(len);
-    Bytes::from(v)
-}
 
 /// Compressible text: access-log-like lines with varying numbers.
 fn text(len: usize) -> Bytes {

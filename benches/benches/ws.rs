@@ -9,28 +9,15 @@
 
 use std::hint::black_box;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
+use linksocks_benches::noise;
 use linksocks_core::ws::{
     apply_mask, Decoded, Decoder, FrameHeader, Framer, Incoming, Opcode, Outgoing, Side,
 };
 
 const SIZES: [(&str, usize); 3] = [("64B", 64), ("16KiB", 16 << 10), ("1MiB", 1 << 20)];
 const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
-
-/// Incompressible bytes (xorshift64), like TLS records: what most tunnelled traffic looks like.
-fn noise(len: usize) -> Bytes {
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut v = Vec::with_capacity(len + 8);
-    while v.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        v.extend_from_slice(&x.to_le_bytes());
-    }
-    v.truncate(len);
-    Bytes::from(v)
-}
 
 /// One final binary frame carrying `payload`, masked with `mask` if given.
 fn frame(payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {

@@ -10,6 +10,9 @@
 //! answer for its failure.
 #![no_main]
 
+#[path = "common/cuts.rs"]
+mod cuts;
+
 use std::sync::Arc;
 
 use libfuzzer_sys::fuzz_target;
@@ -167,17 +170,11 @@ fuzz_target!(|data: &[u8]| {
     input.extend_from_slice(tail);
     let input = &input[..];
 
-    // Chunk sizes from a small LCG so that every input explores many cuts.
-    let mut chunks: Vec<&[u8]> = Vec::new();
-    let mut state = u32::from(seed) | (u32::from(flags) << 8);
-    let mut at = 0;
-    while at < input.len() {
-        state = state.wrapping_mul(1_103_515_245).wrapping_add(12_345);
-        let max = if flags & 2 == 2 { 3 } else { 64 };
-        let n = ((state >> 16) as usize % (max + 1)).min(input.len() - at);
-        chunks.push(&input[at..at + n]);
-        at += n;
-    }
+    let chunks = cuts::cuts(
+        input,
+        u32::from(seed) | (u32::from(flags) << 8),
+        if flags & 2 == 2 { 3 } else { 64 },
+    );
 
     let whole = drive(creds.clone(), &[input]);
     let split = drive(creds.clone(), &chunks);

@@ -6,6 +6,9 @@
 //! consumption contract of `feed` must hold on every call.
 #![no_main]
 
+#[path = "common/cuts.rs"]
+mod cuts;
+
 use std::sync::Arc;
 
 use libfuzzer_sys::fuzz_target;
@@ -78,17 +81,11 @@ fuzz_target!(|data: &[u8]| {
     };
     let creds = (flags & 1 == 1).then(|| Arc::new(Credentials::new("user", "pass")));
 
-    // Chunk sizes from a small LCG so that every input byte pair explores many splits.
-    let mut chunks: Vec<&[u8]> = Vec::new();
-    let mut state = u32::from(seed) | (u32::from(flags) << 8);
-    let mut at = 0;
-    while at < input.len() {
-        state = state.wrapping_mul(1_103_515_245).wrapping_add(12_345);
-        let max = if flags & 2 == 2 { 3 } else { 24 };
-        let n = ((state >> 16) as usize % (max + 1)).min(input.len() - at);
-        chunks.push(&input[at..at + n]);
-        at += n;
-    }
+    let chunks = cuts::cuts(
+        input,
+        u32::from(seed) | (u32::from(flags) << 8),
+        if flags & 2 == 2 { 3 } else { 24 },
+    );
 
     let whole = drive(creds.clone(), &[input]);
     let split = drive(creds.clone(), &chunks);

@@ -16,6 +16,9 @@
 //! bytes on the wire.
 #![no_main]
 
+#[path = "common/cuts.rs"]
+mod cuts;
+
 use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
 use linksocks_core::ws::{
@@ -129,17 +132,11 @@ fuzz_target!(|data: &[u8]| {
         _ => 32 << 20,
     };
 
-    // Chunk sizes from a small LCG so that every input byte pair explores many splits.
-    let mut chunks: Vec<&[u8]> = Vec::new();
-    let mut state = u32::from(seed) | (u32::from(flags) << 8);
-    let mut at = 0;
-    while at < input.len() {
-        state = state.wrapping_mul(1_103_515_245).wrapping_add(12_345);
-        let most = if flags & 4 == 4 { 3 } else { 40 };
-        let n = ((state >> 16) as usize % (most + 1)).min(input.len() - at);
-        chunks.push(&input[at..at + n]);
-        at += n;
-    }
+    let chunks = cuts::cuts(
+        input,
+        u32::from(seed) | (u32::from(flags) << 8),
+        if flags & 4 == 4 { 3 } else { 40 },
+    );
 
     for side in [Side::Server, Side::Client] {
         let whole = drive(side, max, &[input]);
