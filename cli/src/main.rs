@@ -203,6 +203,7 @@ where
 {
     let (handle, stop) = stop_pair();
     install_signal_handler(handle.clone());
+    rt::apply_thread_count();
     let (tx, rx) = async_channel::unbounded();
     let result = rt::block_on(async move {
         let run = start(Some(tx), stop);

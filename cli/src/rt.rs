@@ -13,3 +13,15 @@ pub use linksocks_runtime_smol::{block_on, run_client, run_server, NAME};
 
 #[cfg(all(feature = "async-std", not(feature = "smol")))]
 pub use linksocks_runtime_async_std::{block_on, run_client, run_server, NAME};
+
+/// `LINKSOCKS_THREADS=N`: N threads in all run the proxy (smol; default 1, which suits a
+/// client and most servers). async-std sizes its own pool.
+pub fn apply_thread_count() {
+    #[cfg(feature = "smol")]
+    if let Some(n) = std::env::var("LINKSOCKS_THREADS")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+    {
+        linksocks_runtime_smol::set_threads(n);
+    }
+}

@@ -1,6 +1,7 @@
 //! LinkSocks on smol: the [`Runtime`] seam filled with smol's executor, timers and sockets.
 //! Everything else lives once in `linksocks-runtime`.
 
+use std::cell::Cell;
 use std::future::Future;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -25,7 +26,14 @@ impl Runtime for Smol {
     type Udp = UdpSocket;
 
     fn spawn(&self, fut: impl Future<Output = ()> + Send + 'static) {
-        executor().spawn(fut).detach();
+        // Inside our `block_on` (the CLI), tasks run on the threads that drive the reactor.
+        // Anywhere else (an application's own `smol::block_on` or executor) nobody runs our
+        // executor, so tasks go to smol's global one, which runs itself.
+        if IN_BLOCK_ON.with(Cell::get) {
+            executor().spawn(fut).detach();
+        } else {
+            smol::spawn(fut).detach();
+        }
     }
 
     linksocks_runtime::std_shaped_sockets!();
@@ -43,37 +51,54 @@ impl Runtime for Smol {
     }
 }
 
-/// The executor every task of ours runs on. Not smol's global one: that one runs tasks on
-/// threads of its own while another thread waits for I/O, so every socket event costs a
-/// wake-up across threads. Ours runs on the threads that call [`block_on`], which also drive
-/// the reactor: one thread, by default, polls the sockets and runs what they woke.
+thread_local! {
+    /// This thread is inside [`block_on`] (or one of the threads [`set_threads`] started).
+    static IN_BLOCK_ON: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Threads beyond the caller's that run our executor, set once by [`set_threads`].
+static EXTRA_THREADS: OnceLock<usize> = OnceLock::new();
+
+/// The executor our tasks run on under [`block_on`]. Not smol's global one: that one runs
+/// tasks on threads of its own while another thread waits for I/O, so every socket event
+/// costs a wake-up across threads. Ours runs on the threads that call [`block_on`], which also
+/// drive the reactor: one thread, by default, polls the sockets and runs what they woke.
 fn executor() -> &'static smol::Executor<'static> {
     static EX: OnceLock<smol::Executor<'static>> = OnceLock::new();
     EX.get_or_init(|| {
-        // LINKSOCKS_THREADS=N: N threads in all share the work (the default, 1, suits a
-        // client; a busy server on many cores may want more).
-        let extra = std::env::var("LINKSOCKS_THREADS")
-            .ok()
-            .and_then(|v| v.trim().parse::<usize>().ok())
-            .unwrap_or(1)
-            .saturating_sub(1);
+        let extra = EXTRA_THREADS.get().copied().unwrap_or(0);
         for i in 0..extra {
             let _ = std::thread::Builder::new()
                 .name(format!("linksocks-{i}"))
-                .spawn(|| smol::block_on(executor().run(std::future::pending::<()>())));
+                .spawn(|| {
+                    IN_BLOCK_ON.with(|c| c.set(true));
+                    smol::block_on(executor().run(std::future::pending::<()>()))
+                });
         }
         smol::Executor::new()
     })
 }
 
-/// Drive a future to completion on this thread, running our tasks meanwhile (see
-/// `executor`).
-pub fn block_on<T>(fut: impl Future<Output = T>) -> T {
-    smol::block_on(executor().run(fut))
+/// Run [`block_on`]'s work on `threads` threads in all (the caller's and `threads - 1` more;
+/// 0 counts as 1). Takes effect only before the first task is spawned; returns false after.
+/// One thread suits a client and most servers: the data path is not CPU-bound before the
+/// kernel is.
+pub fn set_threads(threads: usize) -> bool {
+    EXTRA_THREADS.set(threads.saturating_sub(1)).is_ok()
 }
 
-/// Run a server until `stop` (see [`linksocks_runtime::run_server`]). Its tasks run on
-/// threads inside [`block_on`], so drive it (or whatever awaits it) with that.
+/// Drive a future to completion on this thread, running our tasks meanwhile on this thread
+/// (and those of [`set_threads`]): the fastest way to run a server or client. Under any
+/// other executor ours work too, on smol's global executor.
+pub fn block_on<T>(fut: impl Future<Output = T>) -> T {
+    let was = IN_BLOCK_ON.with(|c| c.replace(true));
+    let out = smol::block_on(executor().run(fut));
+    IN_BLOCK_ON.with(|c| c.set(was));
+    out
+}
+
+/// Run a server until `stop` (see [`linksocks_runtime::run_server`]): under [`block_on`], or
+/// under the application's own smol executor.
 pub async fn run_server(
     opts: ServerOptions,
     events: Option<smol::channel::Sender<RunEvent>>,
@@ -82,8 +107,8 @@ pub async fn run_server(
     linksocks_runtime::run_server(Smol, opts, events, stop).await
 }
 
-/// Run a client until `stop` or a fatal error (see [`linksocks_runtime::run_client`]). Its
-/// tasks run on threads inside [`block_on`], so drive it (or whatever awaits it) with that.
+/// Run a client until `stop` or a fatal error (see [`linksocks_runtime::run_client`]): under
+/// [`block_on`], or under the application's own smol executor.
 pub async fn run_client(
     opts: ClientOptions,
     events: Option<smol::channel::Sender<RunEvent>>,

@@ -1,4 +1,7 @@
-//! A first end-to-end check on loopback: forward mode through our client and server.
+//! A first end-to-end check on loopback: forward mode through our client and server, driven
+//! by our `block_on` (what the CLI does) and by the application's own `smol::block_on` (what
+//! an embedding program does: the library's tasks must run there too, not wait on an executor
+//! nobody drives).
 
 use std::time::Duration;
 
@@ -24,13 +27,41 @@ async fn next_addr(
     }
 }
 
+/// Runs `f` on a thread of its own and fails if it has not finished within a minute (a
+/// library task stranded on an executor nobody runs shows as a hang, not an error).
+fn within_a_minute(f: impl FnOnce() + Send + 'static) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let t = std::thread::spawn(move || {
+        f();
+        let _ = tx.send(());
+    });
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(()) => t.join().unwrap(),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            if let Err(e) = t.join() {
+                std::panic::resume_unwind(e);
+            }
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!("no answer within a minute"),
+    }
+}
+
 #[test]
-fn forward_echo() {
+fn forward_echo_under_our_block_on() {
+    within_a_minute(|| linksocks_runtime_smol::block_on(forward_echo()));
+}
+
+#[test]
+fn forward_echo_under_the_applications_smol_block_on() {
+    within_a_minute(|| smol::block_on(forward_echo()));
+}
+
+async fn forward_echo() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter("info")
         .with_test_writer()
         .try_init();
-    linksocks_runtime_smol::block_on(async {
+    {
         let echo = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let echo_addr = echo.local_addr().unwrap();
         smol::spawn(async move {
@@ -131,5 +162,5 @@ fn forward_echo() {
         stop_h.stop();
         server.await.unwrap();
         client.await.unwrap();
-    });
+    }
 }
