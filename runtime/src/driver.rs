@@ -940,7 +940,7 @@ impl<R: Runtime, P: Role<R>> Driver<R, P> {
         let mut bufs = ReadBuffers::new();
         loop {
             gate.wait().await;
-            let r = if bufs.holds_spares() {
+            let r = if bufs.worth_releasing() {
                 // Chunks kept for a busy socket go back once it falls quiet.
                 let quiet = self.rt.sleep_until(StdInstant::now() + READ_QUIET);
                 match futures_lite::future::or(

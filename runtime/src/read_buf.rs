@@ -94,7 +94,7 @@ impl ReadBuffers {
 
     /// Whether more is kept than a socket of small reads needs: worth letting go when the
     /// socket falls quiet.
-    pub(crate) fn holds_spares(&self) -> bool {
+    pub(crate) fn worth_releasing(&self) -> bool {
         !self.retired.is_empty() || self.cur_capacity > IDLE_MAX
     }
 
@@ -183,9 +183,9 @@ mod tests {
         // Reads still held when their chunk fills: the next chunk is a new one.
         let held: Vec<BytesMut> = (0..8).map(|_| read(&mut b, 1 << 20, 1 << 20, 0)).collect();
         drop(held);
-        assert!(b.holds_spares());
+        assert!(b.worth_releasing());
         b.release_idle();
-        assert!(!b.holds_spares());
+        assert!(!b.worth_releasing());
         assert_eq!(b.cur.capacity(), 0, "the current chunk goes too");
         assert_eq!(&read(&mut b, 4096, 3, 5)[..], &[5; 3]);
     }

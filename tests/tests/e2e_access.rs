@@ -590,35 +590,15 @@ fn cli_accepts_p2p_flags_with_one_warning() {
     assert!(still_running, "the server stopped after its warning");
 }
 
-/// A child process killed when the test ends, however it ends.
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Wait until something accepts on `addr`.
-fn wait_listening(addr: SocketAddr) {
-    let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while std::net::TcpStream::connect(addr).is_err() {
-        assert!(
-            std::time::Instant::now() < until,
-            "nothing listens on {addr}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-}
-
 /// The rules set by the CLI, end to end with the binaries: `server --access-rule` (dial
 /// rules) and `client --access-rule` (entry rules), through the client's port as a SOCKS5 and
 /// as an HTTP proxy: allowed by both → through; denied by the client → 0x02 / 403 and never
 /// sent; allowed by the client, denied by the server → 0x04 / 502.
 #[test]
 fn cli_rules_entry_and_dial() {
-    use linksocks_tests::e2e::daemon::free_port;
+    use linksocks_tests::e2e::daemon::{free_port, Daemon};
+    use linksocks_tests::e2e::proxy::EVENT_TIMEOUT;
+    use linksocks_tests::e2e::wait;
     let bin = cli_binary();
     let both = TcpServer::http("127.0.0.1:0", b"through".to_vec()).unwrap();
     let client_only = TcpServer::echo("127.0.0.1:0").unwrap();
@@ -630,27 +610,21 @@ fn cli_rules_entry_and_dial() {
     let socks_s = socks.port().to_string();
     let url = format!("ws://127.0.0.1:{ws}");
     let (r_both, r_client, r_server) = (rule(&both), rule(&client_only), rule(&server_only));
-    let _server = Child(
-        cli(
+    let _server = Daemon::spawn("server", |_| {
+        let mut c = cli(
             &bin,
             &["server", "-t", "tok", "-H", "127.0.0.1", "-P", &ws_s],
-        )
-        .args(["--access-rule", &r_both, "--access-rule", &r_server])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap(),
-    );
-    wait_listening(format!("127.0.0.1:{ws}").parse().unwrap());
-    let _client = Child(
-        cli(&bin, &["client", "-t", "tok", "-u", &url, "-p", &socks_s])
-            .args(["--access-rule", &r_both, "--access-rule", &r_client])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_listening(socks);
+        );
+        c.args(["--access-rule", &r_both, "--access-rule", &r_server]);
+        c
+    });
+    wait::port_open(format!("127.0.0.1:{ws}").parse().unwrap(), EVENT_TIMEOUT);
+    let _client = Daemon::spawn("client", |_| {
+        let mut c = cli(&bin, &["client", "-t", "tok", "-u", &url, "-p", &socks_s]);
+        c.args(["--access-rule", &r_both, "--access-rule", &r_client]);
+        c
+    });
+    wait::port_open(socks, EVENT_TIMEOUT);
     let page = |s: &TcpServer| format!("http://{}/", s.addr);
     // The client's port opens before its link is up: the first request may wait for it.
     assert_eq!(http_status(socks, &page(&both)), 200);

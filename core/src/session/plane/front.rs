@@ -423,7 +423,7 @@ impl Plane {
         self.write(conn, answer);
     }
 
-    /// Write a SOCKS reply (not channel data) to a local socket.
+    /// Write an answer (a SOCKS reply or an HTTP status; not channel data) to a local socket.
     pub(super) fn write(&mut self, conn: ConnId, data: Bytes) {
         // A channel that lingers after its end has no socket left to answer.
         let Some(c) = self.conns.get_mut(&conn) else {
