@@ -1,0 +1,197 @@
+//! The library embedded in a program: a forward server and client started from the program's
+//! own async code and driven by its executor, fetching an echo through the client's SOCKS5
+//! port. Under our `block_on` (what the CLI does), under the application's own
+//! `smol::block_on` (the library's tasks must run there too, not wait on an executor nobody
+//! drives), and under `async_std::task::block_on`.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::time::Duration;
+
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use linksocks_core::session::{ClientConfig, ClientRole, ServerConfig, SocksListen};
+use linksocks_runtime::{ClientOptions, RunError, RunEvent, ServerOptions, Stop, TokenSpec};
+use smol::net::{TcpListener, TcpStream};
+
+type Run = Pin<Box<dyn Future<Output = Result<(), RunError>> + Send>>;
+
+/// Which adapter runs the proxies; its `run_*` and `spawn` are what the program calls.
+#[derive(Clone, Copy)]
+enum Adapter {
+    Smol,
+    AsyncStd,
+}
+
+impl Adapter {
+    fn server(self, o: ServerOptions, e: async_channel::Sender<RunEvent>, s: Stop) -> Run {
+        match self {
+            Adapter::Smol => Box::pin(linksocks_runtime_smol::run_server(o, Some(e), s)),
+            Adapter::AsyncStd => Box::pin(linksocks_runtime_async_std::run_server(o, Some(e), s)),
+        }
+    }
+
+    fn client(self, o: ClientOptions, e: async_channel::Sender<RunEvent>, s: Stop) -> Run {
+        match self {
+            Adapter::Smol => Box::pin(linksocks_runtime_smol::run_client(o, Some(e), s)),
+            Adapter::AsyncStd => Box::pin(linksocks_runtime_async_std::run_client(o, Some(e), s)),
+        }
+    }
+
+    /// Spawn `f` the program's way; its result comes back on the returned channel.
+    fn spawn<T: Send + 'static>(
+        self,
+        f: impl Future<Output = T> + Send + 'static,
+    ) -> async_channel::Receiver<T> {
+        let (tx, rx) = async_channel::bounded(1);
+        let task = async move {
+            let _ = tx.send(f.await).await;
+        };
+        match self {
+            Adapter::Smol => smol::spawn(task).detach(),
+            Adapter::AsyncStd => drop(async_std::task::spawn(task)),
+        }
+        rx
+    }
+}
+
+async fn next_addr(
+    rx: &async_channel::Receiver<RunEvent>,
+    want: fn(&RunEvent) -> Option<SocketAddr>,
+) -> SocketAddr {
+    loop {
+        let e = futures_lite::future::or(async { rx.recv().await.ok() }, async {
+            smol::Timer::after(Duration::from_secs(10)).await;
+            None
+        })
+        .await
+        .expect("event in time");
+        if let Some(a) = want(&e) {
+            return a;
+        }
+    }
+}
+
+async fn forward_echo(adapter: Adapter) {
+    let echo = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let echo_addr = echo.local_addr().unwrap();
+    adapter.spawn(async move {
+        loop {
+            let (mut s, _) = echo.accept().await.unwrap();
+            adapter.spawn(async move {
+                let mut buf = vec![0u8; 65536];
+                loop {
+                    let n = s.read(&mut buf).await.unwrap_or(0);
+                    if n == 0 || s.write_all(&buf[..n]).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+
+    let (stop_h, stop) = linksocks_runtime::stop_pair();
+    let (etx, erx) = async_channel::unbounded();
+    let sopts = ServerOptions {
+        ws_host: "127.0.0.1".into(),
+        ws_port: 0,
+        machine: ServerConfig::default(),
+        tokens: vec![TokenSpec::Forward(Some("tok".into()))],
+        api_key: None,
+        api_keys: Vec::new(),
+        socks_host: "127.0.0.1".into(),
+        upstream_proxy: None,
+        max_message_size: 32 << 20,
+        tls: None,
+    };
+    let server = adapter.spawn(adapter.server(sopts, etx, stop.clone()));
+    let ws = next_addr(&erx, |e| match e {
+        RunEvent::WebSocketListening(a) => Some(*a),
+        _ => None,
+    })
+    .await;
+
+    let mut cfg = ClientConfig::new(
+        format!("ws://{ws}"),
+        Some("tok".into()),
+        ClientRole::Forward,
+    );
+    cfg.socks = Some(SocksListen {
+        host: "127.0.0.1".into(),
+        port: 0,
+        credentials: None,
+    });
+    let (ctx, crx) = async_channel::unbounded();
+    let copts = ClientOptions {
+        machine: cfg,
+        upstream_proxy: None,
+        no_env_proxy: true,
+        max_message_size: 32 << 20,
+        tls: Default::default(),
+    };
+    let client = adapter.spawn(adapter.client(copts, ctx, stop.clone()));
+    let socks = next_addr(&crx, |e| match e {
+        RunEvent::SocksListening(a) => Some(*a),
+        _ => None,
+    })
+    .await;
+
+    let mut s = TcpStream::connect(socks).await.unwrap();
+    s.write_all(&[5, 1, 0]).await.unwrap();
+    let mut r = [0u8; 2];
+    s.read_exact(&mut r).await.unwrap();
+    assert_eq!(r, [5, 0]);
+    let mut req = vec![5, 1, 0, 1, 127, 0, 0, 1];
+    req.extend_from_slice(&echo_addr.port().to_be_bytes());
+    s.write_all(&req).await.unwrap();
+    let mut rep = [0u8; 10];
+    s.read_exact(&mut rep).await.unwrap();
+    assert_eq!(rep[1], 0, "SOCKS reply {rep:?}");
+    let payload: Vec<u8> = (0..1_000_000u32).map(|i| (i * 7) as u8).collect();
+    let writer = {
+        let mut w = s.clone();
+        let p = payload.clone();
+        adapter.spawn(async move { w.write_all(&p).await.unwrap() })
+    };
+    let mut got = vec![0u8; payload.len()];
+    s.read_exact(&mut got).await.unwrap();
+    writer.recv().await.unwrap();
+    assert!(got == payload, "echo mismatch");
+    stop_h.stop();
+    server.recv().await.unwrap().unwrap();
+    client.recv().await.unwrap().unwrap();
+}
+
+/// Runs `f` on a thread of its own and fails if it has not finished within a minute (a
+/// library task stranded on an executor nobody runs shows as a hang, not an error).
+fn within_a_minute(f: impl FnOnce() + Send + 'static) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let t = std::thread::spawn(move || {
+        f();
+        let _ = tx.send(());
+    });
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(()) => t.join().unwrap(),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            if let Err(e) = t.join() {
+                std::panic::resume_unwind(e);
+            }
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!("no answer within a minute"),
+    }
+}
+
+#[test]
+fn smol_under_our_block_on() {
+    within_a_minute(|| linksocks_runtime_smol::block_on(forward_echo(Adapter::Smol)));
+}
+
+#[test]
+fn smol_under_the_applications_smol_block_on() {
+    within_a_minute(|| smol::block_on(forward_echo(Adapter::Smol)));
+}
+
+#[test]
+fn async_std_under_the_applications_block_on() {
+    within_a_minute(|| async_std::task::block_on(forward_echo(Adapter::AsyncStd)));
+}
