@@ -13,7 +13,11 @@ use linksocks_core::session::{
 use linksocks_core::socks::Credentials;
 use linksocks_core::wire::DATA_HEADER_LEN;
 use linksocks_runtime::{
-    ClientOptions, ClientTls, ProxyKind, ProxyUrl, ServerOptions, ServerTls, TokenSpec,
+    ClientOptions, ClientTls, ProxyEnv, ProxyKind, ProxyUrl, ServerOptions, ServerTls, TokenSpec,
+};
+/// The library's defaults are the CLI's.
+pub use linksocks_runtime::{
+    DEFAULT_SOCKS_HOST, DEFAULT_SOCKS_PORT, DEFAULT_URL, DEFAULT_WS_HOST, DEFAULT_WS_PORT,
 };
 
 use crate::args::{ClientArgs, CommonArgs, ServerArgs};
@@ -21,11 +25,6 @@ use crate::env::Env;
 use crate::error::CliError;
 use linksocks_runtime::proxy_url::parse_proxy_url;
 
-pub const DEFAULT_WS_HOST: &str = "0.0.0.0";
-pub const DEFAULT_WS_PORT: u16 = 8765;
-pub const DEFAULT_SOCKS_HOST: &str = "127.0.0.1";
-pub const DEFAULT_SOCKS_PORT: u16 = 9870;
-pub const DEFAULT_URL: &str = "ws://localhost:8765";
 /// The reference caps threads at 100 per CPU; one process never needs more than 100 links.
 pub const MAX_THREADS: usize = 100;
 
@@ -162,7 +161,7 @@ fn upstream_proxy(
     let Some(raw) = pick(flag, env, "LINKSOCKS_UPSTREAM_PROXY") else {
         return Ok(None);
     };
-    let p = parse_proxy_url(&raw).map_err(CliError::Usage)?;
+    let p = parse_proxy_url(&raw).map_err(|e| CliError::Usage(e.to_string()))?;
     if p.kind == ProxyKind::Http {
         warnings.push("HTTP proxy does not support UDP forwarding".into());
     }
@@ -371,6 +370,17 @@ pub fn server(a: &ServerArgs, env: &Env, rng: &mut dyn Rng) -> Result<ServerPlan
     })
 }
 
+/// The proxy variables of the environment, for the client to pick its proxy from.
+fn proxy_env(env: &Env) -> ProxyEnv {
+    let names = ["ALL_PROXY", "HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY"];
+    ProxyEnv::from_vars(
+        names
+            .iter()
+            .flat_map(|n| [n.to_string(), n.to_ascii_lowercase()])
+            .filter_map(|n| env.string(&n).map(|v| (n, v))),
+    )
+}
+
 fn p2p_warning(flags: &[&str]) -> String {
     format!(
         "{} ignored: peer-to-peer transport is not supported (all traffic is relayed)",
@@ -427,7 +437,7 @@ pub fn client(
     };
 
     let url = pick(&a.url, env, "LINKSOCKS_URL").unwrap_or_else(|| DEFAULT_URL.into());
-    normalize_url(&url).map_err(CliError::Usage)?;
+    normalize_url(&url).map_err(|e| CliError::Usage(e.to_string()))?;
 
     let socks_host = pick(&a.socks_host, env, "LINKSOCKS_SOCKS_HOST")
         .unwrap_or_else(|| DEFAULT_SOCKS_HOST.into());
@@ -506,7 +516,7 @@ pub fn client(
         opts: ClientOptions {
             machine,
             upstream_proxy,
-            no_env_proxy: a.no_env_proxy,
+            env_proxy: (!a.no_env_proxy).then(|| proxy_env(env)),
             max_message_size: a.common.max_message_size,
             tls: ClientTls {
                 ca_file: a.tls_ca.clone().map(Into::into),
@@ -831,7 +841,7 @@ mod tests {
         );
         assert_eq!(m.instance, InstanceId([7; 16]));
         assert_eq!(m.connector_token, None);
-        assert!(!p.opts.no_env_proxy);
+        assert!(p.opts.env_proxy.is_some());
         // No token means the literal "anonymous", which the machine presents for None.
         assert_eq!(cli("client", &[]).opts.machine.token, None);
     }
@@ -877,7 +887,7 @@ mod tests {
             ),
             (4, false, true, true, true)
         );
-        assert!(p.opts.no_env_proxy);
+        assert!(p.opts.env_proxy.is_none());
         assert_eq!(
             p.opts.upstream_proxy.as_ref().unwrap().kind,
             ProxyKind::Http

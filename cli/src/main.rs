@@ -37,9 +37,12 @@ use std::future::Future;
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use clap::{CommandFactory, FromArgMatches};
-use linksocks_runtime::{stop_pair, RunError, RunEvent, Stop, StopHandle};
+use linksocks_runtime::{
+    Client, ClientBuilder, Error, Event, Events, Server, ServerBuilder, StopHandle,
+};
 use tracing::{debug, info, warn};
 use tracing_subscriber::EnvFilter;
 
@@ -141,9 +144,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 1 => info!("HTTP API enabled at /api/*"),
                 n => info!("HTTP API enabled at /api/* ({n} keys)"),
             }
-            drive(Role::Server, move |events, stop| {
-                rt::run_server(plan.opts, events, stop)
-            })
+            drive(Role::Server, ServerBuilder::from(plan.opts).start(rt::Rt))
         }
         Command::Client(a) => run_client(ClientKind::Client, a, &env),
         Command::Provider(a) => run_client(ClientKind::Provider, a, &env),
@@ -177,9 +178,10 @@ fn run_client(kind: ClientKind, a: args::ClientArgs, env: &Env) -> Result<(), Cl
             proxy_url::display(p)
         );
     }
-    drive(role, move |events, stop| {
-        rt::run_client(plan.opts, events, stop)
-    })
+    drive(
+        role,
+        async move { ClientBuilder::from(plan.opts).start(rt::Rt) },
+    )
 }
 
 fn print_warnings(warnings: &[String]) {
@@ -195,33 +197,63 @@ enum Role {
     Provider,
 }
 
-/// Run a server or client until it ends or a signal stops it, logging its events meanwhile.
-fn drive<F, Fut>(role: Role, start: F) -> Result<(), CliError>
-where
-    F: FnOnce(Option<async_channel::Sender<RunEvent>>, Stop) -> Fut,
-    Fut: Future<Output = Result<(), RunError>>,
-{
-    let (handle, stop) = stop_pair();
-    install_signal_handler(handle.clone());
+/// What the CLI needs of a running server or client.
+trait Running {
+    fn events(&self) -> Events;
+    fn stop_handle(&self) -> StopHandle;
+    fn wait(&self) -> impl Future<Output = Result<(), Error>>;
+}
+
+impl Running for Server<rt::Rt> {
+    fn events(&self) -> Events {
+        Server::events(self)
+    }
+    fn stop_handle(&self) -> StopHandle {
+        Server::stop_handle(self)
+    }
+    fn wait(&self) -> impl Future<Output = Result<(), Error>> {
+        Server::wait(self)
+    }
+}
+
+impl Running for Client<rt::Rt> {
+    fn events(&self) -> Events {
+        Client::events(self)
+    }
+    fn stop_handle(&self) -> StopHandle {
+        Client::stop_handle(self)
+    }
+    fn wait(&self) -> impl Future<Output = Result<(), Error>> {
+        Client::wait(self)
+    }
+}
+
+/// Start a server or client and run it until it ends or a signal stops it, logging its
+/// events meanwhile.
+fn drive<H: Running>(
+    role: Role,
+    start: impl Future<Output = Result<H, Error>>,
+) -> Result<(), CliError> {
+    let stopper = Arc::new(Stopper::default());
+    install_signal_handler(stopper.clone());
     rt::apply_thread_count();
-    let (tx, rx) = async_channel::unbounded();
     let result = rt::block_on(async move {
-        let run = start(Some(tx), stop);
-        // The printer never finishes on its own: the runtime may keep clones of the sender in
-        // tasks that outlive `run`, so waiting for the channel to close could hang the exit.
+        let running = start.await?;
+        stopper.attach(running.stop_handle());
+        let events = running.events();
+        // The printer never finishes on its own: it ends with the run.
         let printer = async {
-            while let Ok(ev) = rx.recv().await {
+            while let Some(ev) = events.recv().await {
                 log_event(role, ev);
             }
-            std::future::pending::<Result<(), RunError>>().await
+            std::future::pending::<Result<(), Error>>().await
         };
-        let r = futures_lite::future::or(run, printer).await;
-        while let Ok(ev) = rx.try_recv() {
+        let r = futures_lite::future::or(running.wait(), printer).await;
+        while let Some(ev) = events.try_recv() {
             log_event(role, ev);
         }
         r
     });
-    drop(handle);
     match result {
         Ok(()) => {
             info!("Stopped");
@@ -231,28 +263,57 @@ where
     }
 }
 
-fn log_event(role: Role, ev: RunEvent) {
+/// Where a signal's stop goes: the running server's or client's handle, or (when the signal
+/// came while it was starting) a note that stops it as soon as it runs.
+#[derive(Default)]
+struct Stopper {
+    handle: Mutex<Option<StopHandle>>,
+    asked: std::sync::atomic::AtomicBool,
+}
+
+impl Stopper {
+    fn attach(&self, h: StopHandle) {
+        let mut slot = self.handle.lock().unwrap_or_else(|e| e.into_inner());
+        if self.asked.load(Ordering::SeqCst) {
+            h.stop();
+        }
+        *slot = Some(h);
+    }
+
+    fn stop(&self) {
+        let slot = self.handle.lock().unwrap_or_else(|e| e.into_inner());
+        self.asked.store(true, Ordering::SeqCst);
+        if let Some(h) = slot.as_ref() {
+            h.stop();
+        }
+    }
+}
+
+fn log_event(role: Role, ev: Event) {
     // The runtime and core already log listening addresses, authentication, Partners and
     // connector tokens at info; repeating them here would print every line twice, so the
     // CLI's own lines are debug-level detail.
     match ev {
-        RunEvent::WebSocketListening(a) => debug!("WebSocket server listening on {a}"),
-        RunEvent::SocksListening(a) => debug!("SOCKS5 proxy ready on {a}"),
-        RunEvent::LinkReady if role == Role::Server => debug!("A client link authenticated"),
-        RunEvent::LinkReady => debug!("Connected to the server"),
+        Event::WebSocketListening(a) => debug!("WebSocket server listening on {a}"),
+        Event::SocksListening(a) => debug!("SOCKS5 proxy ready on {a}"),
+        Event::LinkUp if role == Role::Server => debug!("A client link authenticated"),
+        Event::LinkUp => debug!("Connected to the server"),
+        Event::LinkDown { reason } => debug!("A link ended: {reason}"),
+        Event::AuthRefused { reason } => debug!("Token refused: {reason}"),
         // On stdout like the server's "Configuration:" block: it is what the user copies
         // into the connector's command line, and scripts read it from there.
-        RunEvent::ConnectorToken(t) => println!("Connector Token: {t}"),
-        RunEvent::Partners(n) => match role {
+        Event::ConnectorToken(t) => println!("Connector Token: {t}"),
+        Event::Partners(n) => match role {
             Role::Provider => debug!("Connectors online: {n}"),
             _ => debug!("Partners online: {n}"),
         },
-        RunEvent::Dialing(target) => debug!("Dialing {target}"),
+        Event::Dialing(target) => debug!("Dialing {target}"),
+        _ => {}
     }
 }
 
 /// First Ctrl-C/SIGTERM: graceful stop. Second: exit at once, for a stop that hangs.
-fn install_signal_handler(handle: StopHandle) {
+fn install_signal_handler(handle: Arc<Stopper>) {
     static SIGNALS: AtomicUsize = AtomicUsize::new(0);
     let r = ctrlc::set_handler(move || {
         if SIGNALS.fetch_add(1, Ordering::SeqCst) == 0 {

@@ -9,10 +9,10 @@
 compile_error!("linksocks-cli needs a runtime: enable feature `smol` (default) or `async-std`");
 
 #[cfg(feature = "smol")]
-pub use linksocks_runtime_smol::{block_on, run_client, run_server, NAME};
+pub use linksocks_runtime_smol::{block_on, Smol as Rt, NAME};
 
 #[cfg(all(feature = "async-std", not(feature = "smol")))]
-pub use linksocks_runtime_async_std::{block_on, run_client, run_server, NAME};
+pub use linksocks_runtime_async_std::{block_on, AsyncStd as Rt, NAME};
 
 /// `LINKSOCKS_THREADS=N`: N threads in all run the proxy (smol; default 1, which suits a
 /// client and most servers). async-std sizes its own pool.

@@ -7,10 +7,25 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use async_std::net::{TcpListener, TcpStream, ToSocketAddrs, UdpSocket};
-pub use linksocks_runtime::{
-    stop_pair, ClientOptions, RunError, RunEvent, ServerOptions, Stop, StopHandle,
-};
 use linksocks_runtime::{BoxFuture, Runtime};
+
+/// Access rules, batching, token status and counters, from the protocol core.
+pub use linksocks_core::{
+    access::{AccessConfig, AccessRule, AccessRules},
+    session::{BatchPolicy, Snapshot, TokenStatus, TokenType},
+};
+/// The server, client and everything needed to configure them, bound to this executor.
+pub use linksocks_runtime::{
+    proxy_url::parse_proxy_url, ClientBuilder, ConfigError, Error, Event, Events, ProxyEnv,
+    ProxyUrl, ReverseToken, ReverseTokenInfo, ServerBuilder, StopHandle, TlsError,
+};
+/// The protocol core and the shared runtime, for what the re-exports above do not cover.
+pub use {linksocks_core as core, linksocks_runtime as runtime};
+
+/// A LinkSocks server running on async-std (see [`linksocks_runtime::Server`]).
+pub type Server = linksocks_runtime::Server<AsyncStd>;
+/// A LinkSocks client running on async-std (see [`linksocks_runtime::Client`]).
+pub type Client = linksocks_runtime::Client<AsyncStd>;
 
 /// Name shown by `linksocks-cli version`.
 pub const NAME: &str = "async-std";
@@ -43,22 +58,4 @@ impl Runtime for AsyncStd {
 /// Drive a future to completion on async-std's executor.
 pub fn block_on<T>(fut: impl Future<Output = T>) -> T {
     async_std::task::block_on(fut)
-}
-
-/// Run a server until `stop` (see [`linksocks_runtime::run_server`]).
-pub async fn run_server(
-    opts: ServerOptions,
-    events: Option<async_channel::Sender<RunEvent>>,
-    stop: Stop,
-) -> Result<(), RunError> {
-    linksocks_runtime::run_server(AsyncStd, opts, events, stop).await
-}
-
-/// Run a client until `stop` or a fatal error (see [`linksocks_runtime::run_client`]).
-pub async fn run_client(
-    opts: ClientOptions,
-    events: Option<async_channel::Sender<RunEvent>>,
-    stop: Stop,
-) -> Result<(), RunError> {
-    linksocks_runtime::run_client(AsyncStd, opts, events, stop).await
 }

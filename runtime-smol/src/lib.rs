@@ -8,10 +8,26 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::OnceLock;
 use std::time::Instant;
 
-pub use linksocks_runtime::{
-    stop_pair, ClientOptions, RunError, RunEvent, ServerOptions, Stop, StopHandle,
-};
 use linksocks_runtime::{BoxFuture, Runtime};
+
+/// Access rules, batching, token status and counters, from the protocol core.
+pub use linksocks_core::{
+    access::{AccessConfig, AccessRule, AccessRules},
+    session::{BatchPolicy, Snapshot, TokenStatus, TokenType},
+};
+/// The server, client and everything needed to configure them, bound to this executor.
+pub use linksocks_runtime::{
+    proxy_url::parse_proxy_url, ClientBuilder, ConfigError, Error, Event, Events, ProxyEnv,
+    ProxyUrl, ReverseToken, ReverseTokenInfo, ServerBuilder, StopHandle, TlsError,
+};
+/// The protocol core and the shared runtime, for what the re-exports above do not cover.
+pub use {linksocks_core as core, linksocks_runtime as runtime};
+
+/// A LinkSocks server running on smol (see [`linksocks_runtime::Server`]).
+pub type Server = linksocks_runtime::Server<Smol>;
+/// A LinkSocks client running on smol (see [`linksocks_runtime::Client`]).
+pub type Client = linksocks_runtime::Client<Smol>;
+
 use smol::net::{TcpListener, TcpStream, UdpSocket};
 
 /// Name shown by `linksocks-cli version`.
@@ -95,24 +111,4 @@ pub fn block_on<T>(fut: impl Future<Output = T>) -> T {
     let out = smol::block_on(executor().run(fut));
     IN_BLOCK_ON.with(|c| c.set(was));
     out
-}
-
-/// Run a server until `stop` (see [`linksocks_runtime::run_server`]): under [`block_on`], or
-/// under the application's own smol executor.
-pub async fn run_server(
-    opts: ServerOptions,
-    events: Option<smol::channel::Sender<RunEvent>>,
-    stop: Stop,
-) -> Result<(), RunError> {
-    linksocks_runtime::run_server(Smol, opts, events, stop).await
-}
-
-/// Run a client until `stop` or a fatal error (see [`linksocks_runtime::run_client`]): under
-/// [`block_on`], or under the application's own smol executor.
-pub async fn run_client(
-    opts: ClientOptions,
-    events: Option<smol::channel::Sender<RunEvent>>,
-    stop: Stop,
-) -> Result<(), RunError> {
-    linksocks_runtime::run_client(Smol, opts, events, stop).await
 }

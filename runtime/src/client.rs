@@ -7,15 +7,16 @@ use std::time::{Duration, Instant as StdInstant};
 use async_tungstenite::tungstenite::Error as WsError;
 use bytes::Bytes;
 use linksocks_core::addr::TargetAddr;
-use linksocks_core::session::{ClientMachine, LinkId, Machine};
+use linksocks_core::session::{ClientMachine, Fatal, LinkId, Machine};
 use linksocks_core::time::Instant;
 use tracing::{debug, warn};
 
 use crate::driver::{Driver, LinkSettings, Role};
+use crate::embed::task::Outcome;
 use crate::server::{os_ids, ws_config};
 use crate::tls::MaybeTls;
 use crate::ws::{HeadOnly, Side};
-use crate::{ClientOptions, RunError, RunEvent, Runtime, Stop};
+use crate::{ClientOptions, ConfigError, Error, Event, Runtime, Stop, TlsError};
 
 pub struct ClientRole;
 
@@ -37,7 +38,9 @@ impl<R: Runtime> Role<R> for ClientRole {
                     // Said at warn: a client that retries in silence (bad certificate, proxy
                     // refusing) leaves its user guessing. Backoff bounds the repetition.
                     warn!(%link, "cannot reach the server: {e}");
-                    d2.with(|m, now| m.handle_link_closed(now, link, &e));
+                    let text = e.to_string();
+                    d2.lock().last_link_error = Some(e);
+                    d2.with(|m, now| m.handle_link_closed(now, link, &text));
                 }
             }
         });
@@ -95,57 +98,73 @@ enum Dialed<S> {
 async fn open<R: Runtime>(
     d: &Arc<Driver<R, ClientRole>>,
     url: &str,
-) -> Result<(MaybeTls<R::Tcp>, Bytes), String> {
+) -> Result<(MaybeTls<R::Tcp>, Bytes), Error> {
     let mut url = url.to_string();
     for _ in 0..=MAX_REDIRECTS {
         match dial(d, &url).await? {
             Dialed::Open(stream, leftover) => return Ok((stream, leftover)),
             Dialed::Redirect(location) => {
-                let next = resolve_redirect(&url, &location)?;
+                let next = resolve_redirect(&url, &location).map_err(protocol)?;
                 // Without the query: it carries the token hash.
                 debug!(to = without_query(&next), "following a redirect");
                 url = next;
             }
         }
     }
-    Err(format!(
+    Err(protocol(format!(
         "too many redirects (more than {MAX_REDIRECTS}); the last pointed to {}",
         without_query(&url)
-    ))
+    )))
+}
+
+fn protocol(reason: String) -> Error {
+    Error::Protocol { reason }
 }
 
 /// One connection and handshake to `url`, without following redirects.
 async fn dial<R: Runtime>(
     d: &Arc<Driver<R, ClientRole>>,
     url: &str,
-) -> Result<Dialed<MaybeTls<R::Tcp>>, String> {
-    let (tls, host, port) = url_parts(url)?;
+) -> Result<Dialed<MaybeTls<R::Tcp>>, Error> {
+    let (tls, host, port) = url_parts(url).map_err(protocol)?;
     let target = TargetAddr::from_host_port(&host, port);
     let proxy = d.link.proxy.clone().or_else(|| {
-        if d.link.env_proxy {
-            crate::proxy::env_proxy(&host, tls)
-        } else {
-            None
-        }
+        d.link
+            .env_proxy
+            .as_ref()
+            .and_then(|env| env.proxy_for(&host, tls))
     });
     let tcp = match &proxy {
         Some(p) => {
-            let (s, early) = crate::proxy::connect_via(&d.rt, p, &target).await?;
+            let upstream = |reason| Error::UpstreamProxy { reason };
+            let (s, early) = crate::proxy::connect_via(&d.rt, p, &target)
+                .await
+                .map_err(upstream)?;
             if !early.is_empty() {
-                return Err("the upstream proxy sent data before the WebSocket handshake".into());
+                return Err(upstream(
+                    "the upstream proxy sent data before the WebSocket handshake".into(),
+                ));
             }
             s
         }
-        None => crate::connect::connect_target(&d.rt, &target).await?,
+        None => crate::connect::connect_target(&d.rt, &target)
+            .await
+            .map_err(|reason| Error::Unreachable { reason })?,
     };
     let _ = R::tcp_set_nodelay(&tcp);
     let stream = if tls {
-        let connector = d.link.tls.clone().ok_or("TLS is not configured")?;
+        let connector = d.link.tls.clone().ok_or(TlsError::Handshake {
+            peer: format!("{host}:{port}"),
+            reason: "TLS is not configured".into(),
+        })?;
         let name = crate::tls::server_name(&host)?;
         let s = connector
             .connect(name, tcp)
             .await
-            .map_err(|e| format!("TLS handshake with {host}:{port} failed: {e}"))?;
+            .map_err(|e| TlsError::Handshake {
+                peer: format!("{host}:{port}"),
+                reason: e.to_string(),
+            })?;
         let (_, conn) = s.get_ref();
         tracing::debug!(
             "TLS with {host}:{port}: {:?}, {:?}",
@@ -175,16 +194,22 @@ async fn dial<R: Runtime>(
             let location = resp
                 .headers()
                 .get("location")
-                .ok_or_else(|| format!("{host}:{port} answered {status} without a Location"))?
+                .ok_or_else(|| {
+                    protocol(format!(
+                        "{host}:{port} answered {status} without a Location"
+                    ))
+                })?
                 .to_str()
                 .map_err(|_| {
-                    format!("{host}:{port} answered {status} with a Location that is not text")
+                    protocol(format!(
+                        "{host}:{port} answered {status} with a Location that is not text"
+                    ))
                 })?;
             Ok(Dialed::Redirect(location.to_string()))
         }
-        Err(e) => Err(format!(
+        Err(e) => Err(protocol(format!(
             "WebSocket handshake with {host}:{port} failed: {e}"
-        )),
+        ))),
     }
 }
 
@@ -257,27 +282,29 @@ fn keep_query(mut next: String, current: &str) -> String {
     next
 }
 
-/// Run a client until `stop` or a fatal error (the server refused our token, the SOCKS port
-/// is taken, the link is lost with reconnection off).
-pub async fn run_client<R: Runtime>(
+/// Start a client: check its settings, open its links, and spawn the task that runs it until
+/// `stop` or a fatal error (the server refused our token, the SOCKS port is taken, the link is
+/// lost with reconnection off); `outcome` is set when it is done.
+pub(crate) fn start_client<R: Runtime>(
     rt: R,
     opts: ClientOptions,
-    events: Option<async_channel::Sender<RunEvent>>,
+    events: async_channel::Sender<Event>,
     stop: Stop,
-) -> Result<(), RunError> {
+    outcome: Arc<Outcome>,
+) -> Result<Arc<Driver<R, ClientRole>>, Error> {
     let origin = StdInstant::now();
     let machine = ClientMachine::new(opts.machine.clone(), os_ids(), Instant::ZERO)
-        .map_err(RunError::Config)?;
+        .map_err(ConfigError::Url)?;
     let link = LinkSettings {
-        tls: Some(crate::tls::connector(&opts.tls).map_err(RunError::Config)?),
+        tls: Some(crate::tls::connector(&opts.tls)?),
         proxy: opts.upstream_proxy.clone(),
-        env_proxy: !opts.no_env_proxy,
+        env_proxy: opts.env_proxy.clone(),
     };
     let driver = Driver::<R, ClientRole>::new(
         rt.clone(),
         origin,
         machine,
-        events,
+        Some(events),
         opts.max_message_size,
         None,
         link,
@@ -288,31 +315,60 @@ pub async fn run_client<R: Runtime>(
         let stop = stop.clone();
         rt.spawn(async move { d.run_timers(stop).await });
     }
-    loop {
-        let l = driver.fatal_event.listen();
-        if driver.lock().fatal.is_some() {
-            break;
+    let d = driver.clone();
+    rt.spawn(async move {
+        loop {
+            let l = d.fatal_event.listen();
+            if d.lock().fatal.is_some() {
+                break;
+            }
+            let stopped = futures_lite::future::or(
+                async {
+                    stop.wait().await;
+                    true
+                },
+                async {
+                    l.await;
+                    false
+                },
+            )
+            .await;
+            if stopped {
+                break;
+            }
         }
-        let stopped = futures_lite::future::or(
-            async {
-                stop.wait().await;
-                true
-            },
-            async {
-                l.await;
-                false
-            },
-        )
-        .await;
-        if stopped {
-            break;
-        }
-    }
-    let fatal = driver.lock().fatal.clone();
-    driver.shutdown(Duration::from_secs(3)).await;
-    match fatal {
-        Some(reason) => Err(RunError::Fatal(reason)),
-        None => Ok(()),
+        let error = {
+            let mut st = d.lock();
+            st.fatal.take().map(|f| fatal_error(f, &mut st))
+        };
+        d.shutdown(Duration::from_secs(3)).await;
+        outcome.set(error.map_or(Ok(()), Err));
+    });
+    Ok(driver)
+}
+
+/// The error a client stops with, for the machine's reason, with the last link failure as its
+/// cause when the client never got through (it says TLS, proxy or connect) and the system's
+/// error when the SOCKS port could not be bound.
+fn fatal_error<M>(f: Fatal, st: &mut crate::driver::State<M>) -> Error {
+    match f {
+        Fatal::AuthRefused { reason } => Error::AuthRefused { reason },
+        f @ Fatal::LinkLost { was_connected, .. } => Error::Disconnected {
+            was_connected,
+            reason: f.to_string(),
+            cause: st
+                .last_link_error
+                .take()
+                .filter(|_| !was_connected)
+                .map(Box::new),
+        },
+        Fatal::Listen { addr, error } => Error::Bind {
+            addr,
+            source: st
+                .last_bind_error
+                .take()
+                .unwrap_or_else(|| Arc::new(std::io::Error::other(error))),
+        },
     }
 }
 

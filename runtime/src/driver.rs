@@ -16,14 +16,16 @@ use bytes::{Buf, Bytes};
 use event_listener::Event;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use linksocks_core::addr::TargetAddr;
+use linksocks_core::ids::ChannelId;
 use linksocks_core::session::{
-    ConnId, Event as MachineEvent, LinkId, ListenerId, Machine, Output, UdpId,
+    ConnId, ConnectorOutcome, Event as MachineEvent, Fatal, LinkId, ListenerId, Machine, Output,
+    UdpId,
 };
 use linksocks_core::time::Instant;
 use tracing::{debug, error, info, warn};
 
 use crate::read_buf::ReadBuffers;
-use crate::{RunEvent, Runtime};
+use crate::{Event as UserEvent, Runtime};
 
 /// Smallest and largest read from a local socket. Reads start small so that idle connections
 /// hold little memory, and grow while the socket keeps filling them.
@@ -339,7 +341,19 @@ pub struct State<M> {
     listeners: HashMap<ListenerId, ListenerHandle>,
     /// The deadline the timer task sleeps toward.
     timer_target: Option<Instant>,
-    pub fatal: Option<String>,
+    /// Why the machine stopped on its own.
+    pub fatal: Option<Fatal>,
+    /// Client: the client's SOCKS5 listener, once bound.
+    pub socks_addr: Option<SocketAddr>,
+    /// Client: the connector token registered at start (autonomy).
+    pub connector_token: Option<String>,
+    /// Answers to connector requests of the handle, until it collects them.
+    pub connector_answers: HashMap<ChannelId, ConnectorOutcome>,
+    /// Client: why the last attempt to open a link failed (more telling than the machine's
+    /// text when the client gives up).
+    pub last_link_error: Option<crate::Error>,
+    /// The error of the last listener that could not be bound.
+    pub last_bind_error: Option<Arc<std::io::Error>>,
 }
 
 pub struct Driver<R: Runtime, P: Role<R>> {
@@ -348,8 +362,9 @@ pub struct Driver<R: Runtime, P: Role<R>> {
     state: Mutex<State<P::M>>,
     timer_wake: async_channel::Sender<()>,
     timer_rx: async_channel::Receiver<()>,
-    events: Option<async_channel::Sender<RunEvent>>,
-    /// Signalled when the machine reports a fatal error.
+    events: Option<async_channel::Sender<UserEvent>>,
+    /// Signalled when the machine reports a fatal error, and whenever the handle's view of the
+    /// state changes (a link up or down, the SOCKS5 listener bound, a connector answer).
     pub fatal_event: Event,
     /// Signalled when a listener has been opened, or failed to open.
     pub listener_settled: Event,
@@ -372,8 +387,9 @@ pub struct Driver<R: Runtime, P: Role<R>> {
 pub struct LinkSettings {
     pub tls: Option<futures_rustls::TlsConnector>,
     pub proxy: Option<crate::ProxyUrl>,
-    /// Take the proxy from HTTP(S)_PROXY / ALL_PROXY when none is given.
-    pub env_proxy: bool,
+    /// Take the proxy from these HTTP(S)_PROXY / ALL_PROXY / NO_PROXY values when none is
+    /// given.
+    pub env_proxy: Option<crate::ProxyEnv>,
 }
 
 impl<R: Runtime, P: Role<R>> Driver<R, P> {
@@ -381,7 +397,7 @@ impl<R: Runtime, P: Role<R>> Driver<R, P> {
         rt: R,
         origin: StdInstant,
         machine: P::M,
-        events: Option<async_channel::Sender<RunEvent>>,
+        events: Option<async_channel::Sender<UserEvent>>,
         max_message_size: usize,
         upstream: Option<crate::ProxyUrl>,
         link: LinkSettings,
@@ -398,6 +414,11 @@ impl<R: Runtime, P: Role<R>> Driver<R, P> {
                 listeners: HashMap::new(),
                 timer_target: None,
                 fatal: None,
+                socks_addr: None,
+                connector_token: None,
+                connector_answers: HashMap::new(),
+                last_link_error: None,
+                last_bind_error: None,
             }),
             timer_wake,
             timer_rx,
@@ -427,7 +448,7 @@ impl<R: Runtime, P: Role<R>> Driver<R, P> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn report(&self, e: RunEvent) {
+    pub fn report(&self, e: UserEvent) {
         if let Some(tx) = &self.events {
             let _ = tx.try_send(e);
         }
@@ -608,11 +629,22 @@ impl<R: Runtime, P: Role<R>> Driver<R, P> {
         match e {
             MachineEvent::LinkReady { link } => {
                 debug!(%link, "link ready");
-                self.report(RunEvent::LinkReady);
+                self.report(UserEvent::LinkUp);
+                self.fatal_event.notify(usize::MAX);
+            }
+            MachineEvent::LinkLost { link, reason } => {
+                debug!(%link, "authenticated link lost: {reason}");
+                self.report(UserEvent::LinkDown { reason });
+                self.fatal_event.notify(usize::MAX);
+            }
+            MachineEvent::AuthRefused { reason, .. } => {
+                self.report(UserEvent::AuthRefused { reason });
             }
             MachineEvent::Listening { addr, .. } => {
                 info!("SOCKS5 listening on {addr}");
-                self.report(RunEvent::SocksListening(addr));
+                st.socks_addr.get_or_insert(addr);
+                self.report(UserEvent::SocksListening(addr));
+                self.fatal_event.notify(usize::MAX);
             }
             MachineEvent::PeerLog { level, msg } => match level.as_str() {
                 "error" => error!(target: "linksocks::peer", "{msg}"),
@@ -622,11 +654,17 @@ impl<R: Runtime, P: Role<R>> Driver<R, P> {
             },
             MachineEvent::Partners { count } => {
                 info!("partners: {count}");
-                self.report(RunEvent::Partners(count));
+                self.report(UserEvent::Partners(count));
             }
             MachineEvent::ConnectorToken { token } => {
                 info!("connector token registered: {token}");
-                self.report(RunEvent::ConnectorToken(token));
+                st.connector_token = Some(token.clone());
+                self.report(UserEvent::ConnectorToken(token));
+                self.fatal_event.notify(usize::MAX);
+            }
+            MachineEvent::ConnectorAnswer { request, outcome } => {
+                st.connector_answers.insert(request, outcome);
+                self.fatal_event.notify(usize::MAX);
             }
             MachineEvent::Fatal { reason } => {
                 st.fatal.get_or_insert(reason);
@@ -844,7 +882,9 @@ impl<R: Runtime, P: Role<R>> Driver<R, P> {
             let l = match bound {
                 Ok(l) => l,
                 Err(e) => {
-                    me.with(|m, now| m.handle_listener_bound(now, listener, Err(e.to_string())));
+                    let text = e.to_string();
+                    me.lock().last_bind_error = Some(Arc::new(e));
+                    me.with(|m, now| m.handle_listener_bound(now, listener, Err(text)));
                     me.listener_settled.notify(usize::MAX);
                     return;
                 }
@@ -1114,7 +1154,7 @@ impl<R: Runtime, P: Role<R>> Driver<R, P> {
             },
         );
         if self.events.is_some() {
-            self.report(RunEvent::Dialing(target.to_string()));
+            self.report(UserEvent::Dialing(target.to_string()));
         }
         let me = self.clone();
         self.rt.spawn(async move {

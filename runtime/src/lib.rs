@@ -1,12 +1,54 @@
-//! The runtime-neutral half of the adapters: everything that drives the sans-IO machines with
-//! real sockets but does not care which executor runs it. `runtime-smol` and
-//! `runtime-async-std` implement the small [`Runtime`] trait and re-export [`run_server`] and
-//! [`run_client`] bound to it.
+//! LinkSocks as a library: a SOCKS5 proxy tunnelled over WebSocket, wire-compatible with the
+//! reference Go implementation.
+//!
+//! # Layers
+//!
+//! - `linksocks-core`: the protocol as pure state machines and codecs (no sockets, clocks or
+//!   threads), fuzzed and simulated.
+//! - this crate: the drivers that run those machines on real sockets, written once for every
+//!   executor, and the front door: [`Server`] and [`Client`], built with [`ServerBuilder`] and
+//!   [`ClientBuilder`].
+//! - `linksocks-runtime-smol`, `linksocks-runtime-async-std`: the [`Runtime`] for each
+//!   executor, re-exporting everything a program needs (one dependency is enough).
+//!
+//! # Example
+//!
+//! A server and a forward client in one program (on any [`Runtime`]):
+//!
+//! ```no_run
+//! use linksocks_runtime::{Client, Runtime, Server};
+//!
+//! async fn run<R: Runtime>(rt: R) -> Result<(), linksocks_runtime::Error> {
+//!     let server = Server::<R>::builder()
+//!         .ws_addr("127.0.0.1", 0)
+//!         .forward_token("secret")
+//!         .start(rt.clone())
+//!         .await?;
+//!     let client = Client::<R>::builder("secret")
+//!         .url(format!("ws://{}", server.ws_addr()))
+//!         .socks_addr("127.0.0.1", 0)
+//!         .start(rt)?;
+//!     client.ready().await?;
+//!     println!("SOCKS5 on {}", client.socks_addr().unwrap());
+//!     client.stop().await?;
+//!     server.stop().await
+//! }
+//! ```
 
+mod embed;
+mod error;
 pub mod options;
 pub mod stop;
 
+pub use embed::client::{Client, ClientBuilder, DEFAULT_SOCKS_PORT, DEFAULT_URL};
+pub use embed::events::{Event, Events, EVENT_BUFFER};
+pub use embed::server::{
+    ReverseToken, ReverseTokenInfo, Server, ServerBuilder, DEFAULT_SOCKS_HOST, DEFAULT_WS_HOST,
+    DEFAULT_WS_PORT,
+};
+pub use error::{ConfigError, Error, ProxyUrlError, TlsError};
 pub use options::*;
+pub use proxy::ProxyEnv;
 pub use stop::{stop_pair, Stop, StopHandle};
 
 use std::future::Future;
@@ -15,15 +57,13 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::time::Instant as StdInstant;
 
-/// Why a server or client stopped with an error. Each variant's text is one line a user can act on.
-#[derive(Debug, thiserror::Error)]
-pub enum RunError {
-    #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: String, source: io::Error },
-    #[error("{0}")]
-    Config(String),
-    #[error("{0}")]
-    Fatal(String),
+/// `host:port`, with brackets around an IPv6 host.
+pub(crate) fn host_port(host: &str, port: u16) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
 }
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -83,9 +123,6 @@ mod read_buf;
 mod server;
 mod tls;
 mod ws;
-
-pub use client::run_client;
-pub use server::run_server;
 
 /// The [`Runtime`] methods whose text is the same for every executor whose socket types follow
 /// std's shape (`bind`, `accept`, `connect`, `local_addr`, `shutdown`, `send_to`, ...): smol's

@@ -1,8 +1,6 @@
 //! What the CLI (or an embedding program) hands the runtime: the machine configuration plus
 //! the settings that belong to sockets rather than to the protocol.
 
-use std::net::SocketAddr;
-
 use linksocks_core::access::AccessRules;
 use linksocks_core::session::{ClientConfig, ReverseTokenSpec, ServerConfig};
 
@@ -94,25 +92,10 @@ pub struct ClientOptions {
     pub machine: ClientConfig,
     /// Reach the WebSocket server through this proxy.
     pub upstream_proxy: Option<ProxyUrl>,
-    /// Ignore HTTP(S)_PROXY / ALL_PROXY.
-    pub no_env_proxy: bool,
+    /// Without `upstream_proxy`, the proxy these environment values name (`HTTPS_PROXY` for
+    /// wss, `HTTP_PROXY` for ws, `ALL_PROXY`, `NO_PROXY`), as the reference does. `None`:
+    /// connect directly.
+    pub env_proxy: Option<crate::ProxyEnv>,
     pub max_message_size: usize,
     pub tls: ClientTls,
-}
-
-/// What a running server or client reports (to the CLI for printing, to tests for ports).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum RunEvent {
-    /// The HTTP/WebSocket port is listening.
-    WebSocketListening(SocketAddr),
-    /// A SOCKS5 listener is serving (the server's per reverse token, or the client's).
-    SocksListening(SocketAddr),
-    /// A link authenticated.
-    LinkReady,
-    /// A connector token was registered for this provider (autonomy).
-    ConnectorToken(String),
-    /// The peer's Partners count.
-    Partners(i64),
-    /// This side dials a target for a channel (a forward server, a provider).
-    Dialing(String),
 }

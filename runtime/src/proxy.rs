@@ -80,17 +80,50 @@ pub async fn connect_via<R: Runtime>(
     }
 }
 
-/// The proxy the environment names for a connection to `host` (`tls`: wss), unless `NO_PROXY`
-/// excludes it. Invalid values are ignored with a warning.
-pub fn env_proxy(host: &str, tls: bool) -> Option<ProxyUrl> {
-    proxy_for(host, tls, |k| {
-        std::env::var(k)
-            .ok()
-            .or_else(|| std::env::var(k.to_ascii_lowercase()).ok())
-    })
+/// The proxy variables of an environment (`ALL_PROXY`, `HTTPS_PROXY`, `HTTP_PROXY`, `NO_PROXY`,
+/// upper- or lower-case), as a program captured them: the library reads no environment itself.
+///
+/// ```
+/// # use linksocks_runtime::ProxyEnv;
+/// let env = ProxyEnv::from_vars(std::env::vars());
+/// # let _ = env;
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProxyEnv {
+    vars: Vec<(String, String)>,
 }
 
-/// [`env_proxy`] with the variables read through `var` (upper-case names; the caller also
+const PROXY_VARS: [&str; 4] = ["ALL_PROXY", "HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY"];
+
+impl ProxyEnv {
+    /// Keep the proxy variables among `vars` (the others are dropped).
+    pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Self {
+        let vars = vars
+            .into_iter()
+            .filter(|(k, _)| PROXY_VARS.iter().any(|p| p.eq_ignore_ascii_case(k)))
+            .collect();
+        ProxyEnv { vars }
+    }
+
+    /// The value of `name` (upper-case), or of its lower-case form.
+    fn get(&self, name: &str) -> Option<String> {
+        let exact = |n: &str| {
+            self.vars
+                .iter()
+                .find(|(k, _)| k == n)
+                .map(|(_, v)| v.clone())
+        };
+        exact(name).or_else(|| exact(&name.to_ascii_lowercase()))
+    }
+
+    /// The proxy this environment names for a connection to `host` (`tls`: wss), unless
+    /// `NO_PROXY` excludes it. Invalid values are ignored with a warning.
+    pub fn proxy_for(&self, host: &str, tls: bool) -> Option<ProxyUrl> {
+        proxy_for(host, tls, |k| self.get(k))
+    }
+}
+
+/// [`ProxyEnv::proxy_for`] with the variables read through `var` (upper-case names; the caller also
 /// looks at the lower-case ones).
 ///
 /// Like the reference (Go's `ProxyFromEnvironment`), `localhost` and loopback addresses are

@@ -1,7 +1,7 @@
 //! `--upstream-proxy` URLs: `socks5://[user[:pass]@]host[:port]` or
 //! `http(s)://[user[:pass]@]host[:port]`.
 
-use crate::{ProxyKind, ProxyUrl};
+use crate::{ProxyKind, ProxyUrl, ProxyUrlError};
 
 /// Parse an upstream proxy URL.
 ///
@@ -13,9 +13,12 @@ use crate::{ProxyKind, ProxyUrl};
 ///   `(host, port)` resolver.
 /// - A path other than `/`, a query or a fragment is refused rather than ignored: it is most
 ///   likely a mistyped password or a URL meant for something else.
-pub fn parse_proxy_url(input: &str) -> Result<ProxyUrl, String> {
+pub fn parse_proxy_url(input: &str) -> Result<ProxyUrl, ProxyUrlError> {
     let s = input.trim();
-    let bad = |why: &str| format!("invalid upstream proxy URL {:?}: {why}", redact(s));
+    let bad = |why: &str| ProxyUrlError::Invalid {
+        url: redact(s),
+        reason: why.to_string(),
+    };
     let (scheme, rest) = s
         .split_once("://")
         .ok_or_else(|| bad("expected socks5://host[:port] or http://host[:port]"))?;
@@ -23,9 +26,9 @@ pub fn parse_proxy_url(input: &str) -> Result<ProxyUrl, String> {
         "socks5" | "socks5h" => (ProxyKind::Socks5, 1080),
         "http" | "https" => (ProxyKind::Http, 8080),
         other => {
-            return Err(format!(
-                "unsupported upstream proxy scheme {other:?} (supported: socks5, http, https)"
-            ))
+            return Err(ProxyUrlError::Scheme {
+                scheme: other.to_string(),
+            })
         }
     };
     let (authority, tail) = match rest.find(['/', '?', '#']) {
@@ -246,7 +249,7 @@ mod tests {
         ] {
             assert!(parse_proxy_url(s).is_err(), "{s:?} accepted");
         }
-        let e = parse_proxy_url("ftp://h").unwrap_err();
+        let e = parse_proxy_url("ftp://h").unwrap_err().to_string();
         assert!(
             e.contains("unsupported upstream proxy scheme \"ftp\""),
             "{e}"
@@ -255,7 +258,9 @@ mod tests {
 
     #[test]
     fn errors_do_not_echo_passwords() {
-        let e = parse_proxy_url("socks5://user:hunter2@h:99999").unwrap_err();
+        let e = parse_proxy_url("socks5://user:hunter2@h:99999")
+            .unwrap_err()
+            .to_string();
         assert!(!e.contains("hunter2"), "{e}");
         assert!(e.contains("user:***@h:99999"), "{e}");
     }

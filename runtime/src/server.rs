@@ -10,11 +10,12 @@ use linksocks_core::session::{LinkId, ListenerState, ServerMachine};
 use linksocks_core::time::Instant;
 use tracing::{debug, info, warn};
 
-use crate::driver::{Driver, Role, Signal};
+use crate::driver::{Driver, Role};
+use crate::embed::task::Outcome;
 use crate::http;
 use crate::tls::MaybeTls;
 use crate::ws::Side;
-use crate::{RunError, RunEvent, Runtime, ServerOptions, Stop, TokenSpec};
+use crate::{ConfigError, Error, Event, Runtime, ServerOptions, Stop, TokenSpec};
 
 /// How long a connection may take to send its request head.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
@@ -65,7 +66,7 @@ fn add_token(
 const PORT_POOL: std::ops::RangeInclusive<u16> = 1024..=10240;
 
 /// A port of the pool that can be bound on `host` right now, probed from a random start.
-fn pick_port(host: &str) -> Option<u16> {
+pub(crate) fn pick_port(host: &str) -> Option<u16> {
     let span = (PORT_POOL.end() - PORT_POOL.start()) as u32 + 1;
     let start = (uuid::Uuid::new_v4().as_u128() % span as u128) as u32;
     (0..span)
@@ -89,25 +90,32 @@ pub(crate) fn ws_config(max: usize) -> WebSocketConfig {
         .max_frame_size(Some(max))
 }
 
-/// Run a server until `stop`. Reports the bound HTTP/WebSocket address and SOCKS listeners on
-/// `events`.
-pub async fn run_server<R: Runtime>(
+/// A server whose HTTP/WebSocket port is listening and whose tasks are running.
+pub(crate) struct StartedServer<R: Runtime> {
+    pub driver: Arc<Driver<R, ServerRole>>,
+    pub ws_addr: SocketAddr,
+}
+
+/// Start a server: add its tokens, bind its HTTP/WebSocket port, and spawn the tasks that serve
+/// it until `stop`; `outcome` is set when they are done (graceful shutdown included).
+pub(crate) async fn start_server<R: Runtime>(
     rt: R,
     opts: ServerOptions,
-    events: Option<async_channel::Sender<RunEvent>>,
+    events: async_channel::Sender<Event>,
     stop: Stop,
-) -> Result<(), RunError> {
+    outcome: Arc<Outcome>,
+) -> Result<StartedServer<R>, Error> {
     let origin = StdInstant::now();
     let mut machine = ServerMachine::new(opts.machine.clone(), os_ids(), Instant::ZERO);
     for t in &opts.tokens {
-        add_token(&mut machine, t.clone())
-            .map_err(|e| RunError::Config(format!("cannot add token: {e}")))?;
+        add_token(&mut machine, t.clone()).map_err(ConfigError::Token)?;
     }
-    let addr = format!("{}:{}", opts.ws_host, opts.ws_port);
-    let bind_err = |e: std::io::Error| RunError::Bind {
-        addr: addr.clone(),
-        source: e,
+    let acceptor = match &opts.tls {
+        Some(t) => Some(crate::tls::acceptor(t)?),
+        None => None,
     };
+    let addr = crate::host_port(&opts.ws_host, opts.ws_port);
+    let bind_err = |e: std::io::Error| Error::bind(addr.clone(), e);
     let addrs = rt
         .resolve(opts.ws_host.clone(), opts.ws_port)
         .await
@@ -119,20 +127,16 @@ pub async fn run_server<R: Runtime>(
     let local = R::listener_addr(&listener).map_err(bind_err)?;
     info!("LinkSocks server listening on {local}");
 
-    let acceptor = match &opts.tls {
-        Some(t) => Some(crate::tls::acceptor(t).map_err(RunError::Config)?),
-        None => None,
-    };
     let driver = Driver::<R, ServerRole>::new(
         rt.clone(),
         origin,
         machine,
-        events,
+        Some(events),
         opts.max_message_size,
         opts.upstream_proxy.clone(),
         Default::default(),
     );
-    driver.report(RunEvent::WebSocketListening(local));
+    driver.report(Event::WebSocketListening(local));
     driver.with(|_, _| ());
     let keys = opts.all_api_keys();
     let api = (!keys.is_empty()).then(|| {
@@ -146,22 +150,23 @@ pub async fn run_server<R: Runtime>(
         let stop = stop.clone();
         rt.spawn(async move { d.run_timers(stop).await });
     }
-    // The accept loop is a task of its own: the future handed to `block_on` is polled again
-    // on every wake-up of the thread, and an accept retried each time is a wasted syscall
-    // (or several) per event of every connection.
-    let accepted_all = Arc::new(Signal::default());
+    // The accept loop is a task of its own: a future polled on every wake-up of the thread
+    // would retry the accept each time, a wasted syscall (or several) per event of every
+    // connection.
     {
-        let (rt2, d, done) = (rt.clone(), driver.clone(), accepted_all.clone());
+        let (rt2, d) = (rt.clone(), driver.clone());
         rt.spawn(async move {
-            accept_loop(rt2, &listener, d, api, acceptor, stop).await;
+            accept_loop(rt2, &listener, d.clone(), api, acceptor, stop).await;
             drop(listener);
-            done.fire();
+            info!("shutting down");
+            d.shutdown(Duration::from_secs(3)).await;
+            outcome.set(Ok(()));
         });
     }
-    accepted_all.wait().await;
-    info!("shutting down");
-    driver.shutdown(Duration::from_secs(3)).await;
-    Ok(())
+    Ok(StartedServer {
+        driver,
+        ws_addr: local,
+    })
 }
 
 /// Accept HTTP/WebSocket connections until `stop`, each served by a task of its own.
@@ -227,7 +232,7 @@ async fn accept_loop<R: Runtime>(
 }
 
 /// Waits (bounded) until the SOCKS5 listener of `token` is open or has failed to open.
-async fn settle_listener<R: Runtime>(d: &Arc<Driver<R, ServerRole>>, token: &str) {
+pub(crate) async fn settle_listener<R: Runtime>(d: &Arc<Driver<R, ServerRole>>, token: &str) {
     let deadline = StdInstant::now() + LISTEN_TIMEOUT;
     loop {
         let settled = d.listener_settled.listen();

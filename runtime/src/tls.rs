@@ -9,7 +9,7 @@ use futures_rustls::rustls::{self, pki_types};
 use futures_rustls::{TlsAcceptor, TlsConnector};
 use rustls_pki_types::pem::PemObject;
 
-use crate::{ClientTls, ServerTls};
+use crate::{ClientTls, ServerTls, TlsError};
 
 /// ring's suites with AES-128-GCM ahead of AES-256-GCM. rustls lists AES-256 first, and a
 /// rustls server follows the client's order, so our own client and server settled on AES-256:
@@ -37,11 +37,29 @@ fn is_aes128_gcm(suite: rustls::CipherSuite) -> bool {
     )
 }
 
+fn setup(what: &'static str) -> impl FnOnce(rustls::Error) -> TlsError {
+    move |e| TlsError::Setup {
+        what,
+        source: Arc::new(e),
+    }
+}
+
+fn file_error<'a>(
+    what: &'static str,
+    path: &'a std::path::Path,
+) -> impl Fn(pki_types::pem::Error) -> TlsError + 'a {
+    move |e| TlsError::File {
+        what,
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    }
+}
+
 /// The client side: Mozilla's roots, plus a CA file, or (explicitly) no verification.
-pub fn connector(tls: &ClientTls) -> Result<TlsConnector, String> {
+pub fn connector(tls: &ClientTls) -> Result<TlsConnector, TlsError> {
     let builder = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?;
+        .map_err(setup("TLS versions"))?;
     let config = if tls.insecure {
         builder
             .dangerous()
@@ -53,12 +71,14 @@ pub fn connector(tls: &ClientTls) -> Result<TlsConnector, String> {
         let mut pinned = Vec::new();
         if let Some(path) = &tls.ca_file {
             let certs = pki_types::CertificateDer::pem_file_iter(path)
-                .map_err(|e| format!("cannot read CA file {}: {e}", path.display()))?;
+                .map_err(file_error("CA file", path))?;
             for c in certs {
-                let c = c.map_err(|e| format!("bad certificate in {}: {e}", path.display()))?;
-                roots
-                    .add(c.clone())
-                    .map_err(|e| format!("unusable certificate in {}: {e}", path.display()))?;
+                let c = c.map_err(file_error("CA file", path))?;
+                roots.add(c.clone()).map_err(|e| TlsError::File {
+                    what: "CA file",
+                    path: path.clone(),
+                    reason: format!("unusable certificate: {e}"),
+                })?;
                 pinned.push(c);
             }
         }
@@ -67,7 +87,11 @@ pub fn connector(tls: &ClientTls) -> Result<TlsConnector, String> {
             provider(),
         )
         .build()
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| TlsError::File {
+            what: "CA file",
+            path: tls.ca_file.clone().unwrap_or_default(),
+            reason: e.to_string(),
+        })?;
         builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(Pinning { webpki, pinned }))
@@ -77,28 +101,31 @@ pub fn connector(tls: &ClientTls) -> Result<TlsConnector, String> {
 }
 
 /// The server side, from PEM files.
-pub fn acceptor(tls: &ServerTls) -> Result<TlsAcceptor, String> {
+pub fn acceptor(tls: &ServerTls) -> Result<TlsAcceptor, TlsError> {
     let certs: Vec<_> = pki_types::CertificateDer::pem_file_iter(&tls.cert)
-        .map_err(|e| format!("cannot read certificate {}: {e}", tls.cert.display()))?
+        .map_err(file_error("certificate", &tls.cert))?
         .collect::<Result<_, _>>()
-        .map_err(|e| format!("bad certificate in {}: {e}", tls.cert.display()))?;
+        .map_err(file_error("certificate", &tls.cert))?;
     if certs.is_empty() {
-        return Err(format!("no certificate in {}", tls.cert.display()));
+        return Err(TlsError::NoCertificate {
+            path: tls.cert.clone(),
+        });
     }
     let key = pki_types::PrivateKeyDer::from_pem_file(&tls.key)
-        .map_err(|e| format!("cannot read private key {}: {e}", tls.key.display()))?;
+        .map_err(file_error("private key", &tls.key))?;
     let config = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
+        .map_err(setup("TLS versions"))?
         .with_no_client_auth()
         .with_single_cert(certs, key)
-        .map_err(|e| format!("certificate and key do not fit: {e}"))?;
+        .map_err(setup("certificate and key do not fit"))?;
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
-pub fn server_name(host: &str) -> Result<pki_types::ServerName<'static>, String> {
-    pki_types::ServerName::try_from(host.to_string())
-        .map_err(|e| format!("invalid TLS server name {host:?}: {e}"))
+pub fn server_name(host: &str) -> Result<pki_types::ServerName<'static>, TlsError> {
+    pki_types::ServerName::try_from(host.to_string()).map_err(|_| TlsError::ServerName {
+        host: host.to_string(),
+    })
 }
 
 /// The usual chain verification, plus: a server certificate that is itself in the CA file is

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use linksocks_core::session::{ClientRole, ReverseTokenSpec};
-use linksocks_runtime::{RunEvent, ServerOptions, TokenSpec};
+use linksocks_runtime::{Event, ServerOptions, TokenSpec};
 use linksocks_tests::e2e::daemon::free_port;
 use linksocks_tests::e2e::modes::{
     assert_echo, dial_counts, echo_once, provider, provider_with, server_on_port,
@@ -39,7 +39,7 @@ fn connector(rt: Rt, url: &str, token: &str, fast_open: bool) -> (Proxy, SocketA
 fn connector_token(p: &mut Proxy, n: usize) -> String {
     let mut seen = 0;
     p.wait_for("connector token registration", EVENT_TIMEOUT, |e| match e {
-        RunEvent::ConnectorToken(t) => {
+        Event::ConnectorToken(t) => {
             seen += 1;
             (seen >= n).then(|| t.clone())
         }
@@ -165,7 +165,7 @@ fn autonomy_connector(rt: Rt) {
         !server
             .history()
             .iter()
-            .any(|e| matches!(e, RunEvent::SocksListening(_))),
+            .any(|e| matches!(e, Event::SocksListening(_))),
         "the server opened a SOCKS5 listener for an autonomy token: {:?}",
         server.history()
     );

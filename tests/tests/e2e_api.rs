@@ -8,7 +8,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use linksocks_core::session::ClientRole;
-use linksocks_runtime::{RunError, ServerOptions};
+use linksocks_runtime::ServerOptions;
 use linksocks_tests::e2e::api::{request, Api};
 use linksocks_tests::e2e::modes::{assert_echo, provider};
 use linksocks_tests::e2e::proxy::{client_options, server_options, EVENT_TIMEOUT};
@@ -51,7 +51,7 @@ fn forward_client(rt: Rt, url: &str, token: &str) -> (Proxy, SocketAddr) {
 #[track_caller]
 fn ended_with(client: &mut Proxy) -> String {
     match client.wait_end(EVENT_TIMEOUT) {
-        Some(Err(RunError::Fatal(why))) => why.clone(),
+        Some(Err(e)) => e.to_string(),
         other => panic!("the client should have ended with an error: {other:?}"),
     }
 }

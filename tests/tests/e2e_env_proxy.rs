@@ -16,7 +16,7 @@
 use std::sync::{Mutex, MutexGuard};
 
 use linksocks_core::session::ClientRole;
-use linksocks_runtime::{ClientOptions, ProxyUrl, RunError};
+use linksocks_runtime::{ClientOptions, Error, ProxyUrl};
 use linksocks_tests::e2e::daemon::free_addr;
 use linksocks_tests::e2e::daemons::{UpstreamProxy, PROXY_OUT_IP};
 use linksocks_tests::e2e::modes::assert_echo;
@@ -71,10 +71,11 @@ impl Drop for ProxyEnv<'_> {
     }
 }
 
-/// A client of `url` that does not reconnect; reading the environment unless `no_env`.
+/// A client of `url` that does not reconnect; taking its proxy from the environment (as the
+/// CLI does) unless `no_env`.
 fn client(url: &str, no_env: bool, explicit: Option<ProxyUrl>) -> ClientOptions {
     let mut o = client_options(url, "tok", ClientRole::Forward);
-    o.no_env_proxy = no_env;
+    o.env_proxy = (!no_env).then(|| linksocks_runtime::ProxyEnv::from_vars(std::env::vars()));
     o.upstream_proxy = explicit;
     o.machine.reconnect = false;
     o
@@ -100,7 +101,8 @@ fn works(rt: Rt, opts: ClientOptions, echo: &TcpServer, relay: Option<&Relay>, w
 fn fails(rt: Rt, opts: ClientOptions, what: &str) {
     let mut c = Proxy::client(rt, opts);
     match c.wait_end(EVENT_TIMEOUT) {
-        Some(Err(RunError::Fatal(why))) => {
+        Some(Err(e @ Error::Disconnected { .. })) => {
+            let why = e.to_string();
             assert!(
                 why.contains("cannot connect to the server"),
                 "{what}: {why}"

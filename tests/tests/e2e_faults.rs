@@ -10,7 +10,7 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use linksocks_core::session::ClientRole;
-use linksocks_runtime::RunError;
+use linksocks_runtime::Error;
 use linksocks_tests::e2e::netfault::{Blackhole, Relay};
 use linksocks_tests::e2e::proxy::{forward, reverse, EVENT_TIMEOUT};
 use linksocks_tests::e2e::socks5::{Socks5, SocksError, IO_TIMEOUT};
@@ -432,7 +432,7 @@ fn server_on(rt: Rt, addr: SocketAddr) -> Proxy {
         let mut opts = server_options(vec![forward("tok")]);
         opts.ws_port = addr.port();
         let mut s = Proxy::server(rt, opts);
-        if let Some(Err(RunError::Bind { .. })) = s.wait_end(Duration::from_millis(200)) {
+        if let Some(Err(Error::Bind { .. })) = s.wait_end(Duration::from_millis(200)) {
             assert!(Instant::now() < deadline, "port {addr} stays taken");
             continue;
         }

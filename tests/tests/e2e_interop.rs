@@ -24,7 +24,7 @@ use std::sync::{Arc, Barrier, Mutex};
 use std::time::Duration;
 
 use linksocks_core::session::ClientRole;
-use linksocks_runtime::{ClientOptions, RunError, RunEvent, TokenSpec};
+use linksocks_runtime::{ClientOptions, Error, Event, TokenSpec};
 use linksocks_tests::e2e::daemon::{free_addr, free_port};
 use linksocks_tests::e2e::modes::{assert_echo, counted_sink, is_error_close, server_on_port};
 use linksocks_tests::e2e::proxy::{
@@ -492,7 +492,7 @@ fn forward_our_client_reference_server(rt: Rt) {
     let links = pinging
         .history()
         .iter()
-        .filter(|e| **e == RunEvent::LinkReady)
+        .filter(|e| **e == Event::LinkUp)
         .count();
     assert_eq!(links, 1, "links our pinging client opened to the reference");
     assert_echo(
@@ -509,7 +509,7 @@ fn forward_our_client_reference_server(rt: Rt) {
     // The reference's refusal (AuthResponse{false, error}) ends our client, without retries.
     let mut refused = forward_client(rt, &server.url(), "not-a-token", |_| {});
     match refused.wait_end(EVENT_TIMEOUT) {
-        Some(Err(RunError::Fatal(e))) => {
+        Some(Err(Error::AuthRefused { reason: e })) => {
             assert!(e.contains("invalid token"), "our client's error: {e}")
         }
         other => panic!("our client with a refused token: {other:?}"),
@@ -676,10 +676,10 @@ fn agent_reference_server(rt: Rt) {
     // The reference's Partners messages, decoded on our side: the connector learns of the
     // provider, the provider of the connector.
     connector.wait_for("Partners from the reference", EVENT_TIMEOUT, |e| {
-        (*e == RunEvent::Partners(1)).then_some(())
+        (*e == Event::Partners(1)).then_some(())
     });
     prov.wait_for("Partners from the reference", EVENT_TIMEOUT, |e| {
-        (*e == RunEvent::Partners(1)).then_some(())
+        (*e == Event::Partners(1)).then_some(())
     });
 
     let via_server = Socks5::new(server_socks);
@@ -762,7 +762,7 @@ fn autonomy_across(rt: Rt) {
         o.machine.connector_token = Some(CTOK.into());
     });
     let registered = prov.wait_for("connector token", EVENT_TIMEOUT, |e| match e {
-        RunEvent::ConnectorToken(tok) => Some(tok.clone()),
+        Event::ConnectorToken(tok) => Some(tok.clone()),
         _ => None,
     });
     assert_eq!(registered, CTOK);

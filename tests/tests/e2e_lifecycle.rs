@@ -7,7 +7,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use linksocks_core::session::ClientRole;
-use linksocks_runtime::{ClientOptions, RunError, RunEvent};
+use linksocks_runtime::{ClientOptions, Error, Event};
 use linksocks_tests::e2e::daemon::free_port;
 use linksocks_tests::e2e::modes::{
     assert_echo, is_error_close, provider, server_on_port, tcp_relay,
@@ -45,7 +45,7 @@ fn forward_reconnect_after_restart(rt: Rt) {
     let listeners = c
         .history()
         .iter()
-        .filter(|e| matches!(e, RunEvent::SocksListening(_)))
+        .filter(|e| matches!(e, Event::SocksListening(_)))
         .count();
     assert_eq!(listeners, 1, "the SOCKS5 listener was reopened");
 }
@@ -57,7 +57,7 @@ fn invalid_token_is_final(rt: Rt) {
     let relay = tcp_relay(server.ws_addr()).unwrap();
     let mut c = client(rt, &ws_url(relay.addr), "not-the-token", |_| {});
     match c.wait_end(EVENT_TIMEOUT) {
-        Some(Err(RunError::Fatal(reason))) => assert!(
+        Some(Err(Error::AuthRefused { reason })) => assert!(
             reason.contains("invalid token"),
             "the error should say the token was refused: {reason}"
         ),
@@ -65,11 +65,7 @@ fn invalid_token_is_final(rt: Rt) {
     }
     let attempts = relay.accepted.load(std::sync::atomic::Ordering::SeqCst);
     assert_eq!(attempts, 1, "the client tried {attempts} times");
-    assert!(
-        !c.history().contains(&RunEvent::LinkReady),
-        "{:?}",
-        c.history()
-    );
+    assert!(!c.history().contains(&Event::LinkUp), "{:?}", c.history());
 }
 
 /// With `retry_auth` a refused client keeps trying, and once the server accepts its token (a

@@ -8,7 +8,7 @@ use std::net::{Shutdown, SocketAddr};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use linksocks_core::session::ClientRole;
-use linksocks_runtime::RunError;
+use linksocks_runtime::Error;
 use linksocks_tests::e2e::modes::assert_echo;
 use linksocks_tests::e2e::proxy::{forward, ws_url, EVENT_TIMEOUT};
 use linksocks_tests::e2e::socks5::Socks5;
@@ -163,7 +163,7 @@ fn redirect_loop(rt: Rt) {
     });
     let mut client = client_via(rt, &redirector);
     let end = client.wait_end(EVENT_TIMEOUT).map(|r| match r {
-        Err(RunError::Fatal(m)) => Ok(m.clone()),
+        Err(e @ Error::Disconnected { .. }) => Ok(e.to_string()),
         other => Err(format!("{other:?}")),
     });
     let message = match end {

@@ -10,7 +10,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use linksocks_core::session::ClientRole;
-use linksocks_runtime::RunEvent;
+use linksocks_runtime::Event;
 use linksocks_tests::e2e::api::Api;
 use linksocks_tests::e2e::modes::assert_echo;
 use linksocks_tests::e2e::proxy::{client_options, forward, server_options, EVENT_TIMEOUT};
@@ -266,7 +266,7 @@ fn frozen_link_does_not_stall_the_others(rt: Rt) {
         s.client
             .history()
             .iter()
-            .filter(|e| **e == RunEvent::LinkReady)
+            .filter(|e| **e == Event::LinkUp)
             .nth(THREADS)
             .is_none(),
         "the frozen link was replaced before the check: the check proves nothing"

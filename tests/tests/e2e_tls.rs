@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::process::Command;
 
 use linksocks_core::session::ClientRole;
-use linksocks_runtime::{ClientOptions, ClientTls, RunError, RunEvent};
+use linksocks_runtime::{ClientOptions, ClientTls, Error, Event};
 use linksocks_tests::e2e::daemon::require_program;
 use linksocks_tests::e2e::daemons::{Cert, Nginx};
 use linksocks_tests::e2e::modes::assert_echo;
@@ -167,7 +167,8 @@ fn own_tls(rt: Rt) {
     plain.machine.reconnect = false;
     let mut plain = Proxy::client(rt, plain);
     match plain.wait_end(EVENT_TIMEOUT) {
-        Some(Err(RunError::Fatal(why))) => {
+        Some(Err(e @ Error::Disconnected { .. })) => {
+            let why = e.to_string();
             assert!(why.contains("cannot connect to the server"), "{why}")
         }
         other => panic!("a ws:// client of a TLS server should fail: {other:?}"),
@@ -181,7 +182,12 @@ fn refused(rt: Rt, url: &str, tls: ClientTls) -> String {
     o.machine.reconnect = false;
     let mut c = Proxy::client(rt, o);
     let why = match c.wait_end(EVENT_TIMEOUT) {
-        Some(Err(RunError::Fatal(why))) => why.clone(),
+        // The typed cause says TLS; the text says what happened in full.
+        Some(Err(
+            e @ Error::Disconnected {
+                cause: Some(cause), ..
+            },
+        )) if matches!(**cause, Error::Tls(_)) => e.to_string(),
         other => panic!("the client should have refused the certificate: {other:?}"),
     };
     assert!(
@@ -189,7 +195,7 @@ fn refused(rt: Rt, url: &str, tls: ClientTls) -> String {
         "unclear error: {why}"
     );
     assert!(
-        !c.history().contains(&RunEvent::LinkReady),
+        !c.history().contains(&Event::LinkUp),
         "a link authenticated"
     );
     why

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use linksocks_core::session::ClientRole;
-use linksocks_runtime::{ClientOptions, ProxyUrl, RunError};
+use linksocks_runtime::{ClientOptions, ProxyUrl};
 use linksocks_tests::e2e::daemon::free_addr;
 use linksocks_tests::e2e::daemons::{UpstreamProxy, PROXY_OUT_IP};
 use linksocks_tests::e2e::modes::{assert_echo, echo_once};
@@ -78,7 +78,7 @@ fn client_via(url: &str, role: ClientRole, proxy: Option<ProxyUrl>) -> ClientOpt
 fn client_fails(rt: Rt, opts: ClientOptions) -> String {
     let mut c = Proxy::client(rt, opts);
     match c.wait_end(EVENT_TIMEOUT) {
-        Some(Err(RunError::Fatal(why))) => why.clone(),
+        Some(Err(e)) => e.to_string(),
         other => panic!("the client should have failed: {other:?}"),
     }
 }

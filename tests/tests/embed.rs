@@ -5,18 +5,13 @@
 //! drives), and under `async_std::task::block_on`.
 
 use std::future::Future;
-use std::net::SocketAddr;
-use std::pin::Pin;
 use std::time::Duration;
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use linksocks_core::session::{ClientConfig, ClientRole, ServerConfig, SocksListen};
-use linksocks_runtime::{ClientOptions, RunError, RunEvent, ServerOptions, Stop, TokenSpec};
+use linksocks_runtime::{Client, Runtime, Server};
 use smol::net::{TcpListener, TcpStream};
 
-type Run = Pin<Box<dyn Future<Output = Result<(), RunError>> + Send>>;
-
-/// Which adapter runs the proxies; its `run_*` and `spawn` are what the program calls.
+/// Which adapter runs the proxies; its `spawn` is what the program calls.
 #[derive(Clone, Copy)]
 enum Adapter {
     Smol,
@@ -24,20 +19,6 @@ enum Adapter {
 }
 
 impl Adapter {
-    fn server(self, o: ServerOptions, e: async_channel::Sender<RunEvent>, s: Stop) -> Run {
-        match self {
-            Adapter::Smol => Box::pin(linksocks_runtime_smol::run_server(o, Some(e), s)),
-            Adapter::AsyncStd => Box::pin(linksocks_runtime_async_std::run_server(o, Some(e), s)),
-        }
-    }
-
-    fn client(self, o: ClientOptions, e: async_channel::Sender<RunEvent>, s: Stop) -> Run {
-        match self {
-            Adapter::Smol => Box::pin(linksocks_runtime_smol::run_client(o, Some(e), s)),
-            Adapter::AsyncStd => Box::pin(linksocks_runtime_async_std::run_client(o, Some(e), s)),
-        }
-    }
-
     /// Spawn `f` the program's way; its result comes back on the returned channel.
     fn spawn<T: Send + 'static>(
         self,
@@ -55,24 +36,17 @@ impl Adapter {
     }
 }
 
-async fn next_addr(
-    rx: &async_channel::Receiver<RunEvent>,
-    want: fn(&RunEvent) -> Option<SocketAddr>,
-) -> SocketAddr {
-    loop {
-        let e = futures_lite::future::or(async { rx.recv().await.ok() }, async {
-            smol::Timer::after(Duration::from_secs(10)).await;
-            None
-        })
-        .await
-        .expect("event in time");
-        if let Some(a) = want(&e) {
-            return a;
-        }
-    }
+/// `fut`, or a panic naming `what` after 10 s.
+async fn in_time<T>(what: &str, fut: impl Future<Output = T>) -> T {
+    futures_lite::future::or(async { Some(fut.await) }, async {
+        smol::Timer::after(Duration::from_secs(10)).await;
+        None
+    })
+    .await
+    .unwrap_or_else(|| panic!("{what} did not happen within 10 s"))
 }
 
-async fn forward_echo(adapter: Adapter) {
+async fn forward_echo<R: Runtime>(rt: R, adapter: Adapter) {
     let echo = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let echo_addr = echo.local_addr().unwrap();
     adapter.spawn(async move {
@@ -90,51 +64,21 @@ async fn forward_echo(adapter: Adapter) {
         }
     });
 
-    let (stop_h, stop) = linksocks_runtime::stop_pair();
-    let (etx, erx) = async_channel::unbounded();
-    let sopts = ServerOptions {
-        ws_host: "127.0.0.1".into(),
-        ws_port: 0,
-        machine: ServerConfig::default(),
-        tokens: vec![TokenSpec::Forward(Some("tok".into()))],
-        api_key: None,
-        api_keys: Vec::new(),
-        socks_host: "127.0.0.1".into(),
-        upstream_proxy: None,
-        max_message_size: 32 << 20,
-        tls: None,
-    };
-    let server = adapter.spawn(adapter.server(sopts, etx, stop.clone()));
-    let ws = next_addr(&erx, |e| match e {
-        RunEvent::WebSocketListening(a) => Some(*a),
-        _ => None,
-    })
-    .await;
-
-    let mut cfg = ClientConfig::new(
-        format!("ws://{ws}"),
-        Some("tok".into()),
-        ClientRole::Forward,
-    );
-    cfg.socks = Some(SocksListen {
-        host: "127.0.0.1".into(),
-        port: 0,
-        credentials: None,
-    });
-    let (ctx, crx) = async_channel::unbounded();
-    let copts = ClientOptions {
-        machine: cfg,
-        upstream_proxy: None,
-        no_env_proxy: true,
-        max_message_size: 32 << 20,
-        tls: Default::default(),
-    };
-    let client = adapter.spawn(adapter.client(copts, ctx, stop.clone()));
-    let socks = next_addr(&crx, |e| match e {
-        RunEvent::SocksListening(a) => Some(*a),
-        _ => None,
-    })
-    .await;
+    let server = Server::<R>::builder()
+        .ws_addr("127.0.0.1", 0)
+        .forward_token("tok")
+        .start(rt.clone())
+        .await
+        .expect("server starts");
+    let client = Client::<R>::builder("tok")
+        .url(format!("ws://{}", server.ws_addr()))
+        .socks_addr("127.0.0.1", 0)
+        .start(rt)
+        .expect("client starts");
+    in_time("the client's readiness", client.ready())
+        .await
+        .expect("client ready");
+    let socks = client.socks_addr().expect("ready means listening");
 
     let mut s = TcpStream::connect(socks).await.unwrap();
     s.write_all(&[5, 1, 0]).await.unwrap();
@@ -157,9 +101,10 @@ async fn forward_echo(adapter: Adapter) {
     s.read_exact(&mut got).await.unwrap();
     writer.recv().await.unwrap();
     assert!(got == payload, "echo mismatch");
-    stop_h.stop();
-    server.recv().await.unwrap().unwrap();
-    client.recv().await.unwrap().unwrap();
+    in_time("the client's stop", client.stop()).await.unwrap();
+    in_time("the server's stop", server.stop()).await.unwrap();
+    // Stopping again is harmless.
+    client.stop().await.unwrap();
 }
 
 /// Runs `f` on a thread of its own and fails if it has not finished within a minute (a
@@ -181,17 +126,20 @@ fn within_a_minute(f: impl FnOnce() + Send + 'static) {
     }
 }
 
+use linksocks_runtime_async_std::AsyncStd;
+use linksocks_runtime_smol::Smol;
+
 #[test]
 fn smol_under_our_block_on() {
-    within_a_minute(|| linksocks_runtime_smol::block_on(forward_echo(Adapter::Smol)));
+    within_a_minute(|| linksocks_runtime_smol::block_on(forward_echo(Smol, Adapter::Smol)));
 }
 
 #[test]
 fn smol_under_the_applications_smol_block_on() {
-    within_a_minute(|| smol::block_on(forward_echo(Adapter::Smol)));
+    within_a_minute(|| smol::block_on(forward_echo(Smol, Adapter::Smol)));
 }
 
 #[test]
 fn async_std_under_the_applications_block_on() {
-    within_a_minute(|| async_std::task::block_on(forward_echo(Adapter::AsyncStd)));
+    within_a_minute(|| async_std::task::block_on(forward_echo(AsyncStd, Adapter::AsyncStd)));
 }

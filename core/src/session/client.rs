@@ -11,8 +11,8 @@ use sha2::{Digest, Sha256};
 use tracing::{debug, info, trace, warn};
 
 use super::config::{ClientConfig, ClientRole};
-use super::output::{Event, Output};
-use super::plane::{EntryCheck, PeerKey, Plane, Resume, Routed, SocksRequest, Timer};
+use super::output::{ConnectorOutcome, Event, Fatal, Output};
+use super::plane::{EntryCheck, PeerKey, Plane, Resume, Routed, Snapshot, SocksRequest, Timer};
 use super::{ConnId, LinkId, ListenerId, Machine, UdpId};
 use crate::ids::{ChannelId, IdSource};
 use crate::socks::Reply;
@@ -21,6 +21,24 @@ use crate::wire::{feature, Auth, ConnectorOp, Message};
 
 /// Token a client without one presents.
 pub const ANONYMOUS: &str = "anonymous";
+
+/// Connector requests ([`ClientMachine::add_connector`]) awaiting an answer at most: a server
+/// that never answers cannot make the machine grow.
+pub const MAX_CONNECTOR_REQUESTS: usize = 64;
+
+/// Why a connector request could not be sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ConnectorError {
+    /// Only a reverse provider manages connector tokens.
+    #[error("only a reverse provider manages connector tokens")]
+    NotProvider,
+    /// No link is authenticated right now.
+    #[error("not connected to the server")]
+    NotConnected,
+    /// [`MAX_CONNECTOR_REQUESTS`] are awaiting an answer.
+    #[error("too many connector requests awaiting an answer")]
+    TooManyPending,
+}
 
 /// The URL-query value (`ext=flow`) by which our client tells a server of ours that it speaks
 /// per-channel flow control; the server answers with [`Message::Hello`].
@@ -86,13 +104,42 @@ pub struct ClientMachine {
     next_link: usize,
     /// Request id of our pending Connector add (autonomy).
     connector_request: Option<ChannelId>,
+    /// Connector requests made with [`ClientMachine::add_connector`] and
+    /// [`ClientMachine::remove_connector`], awaiting the server's answer. Bounded by
+    /// [`MAX_CONNECTOR_REQUESTS`].
+    connector_calls: BTreeMap<ChannelId, (ConnectorOp, String)>,
     /// The connector token the server confirmed, re-added after each reconnect.
     connector_token: Option<String>,
     stopped: bool,
 }
 
+/// Why a server URL cannot be used.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum UrlError {
+    /// Not `scheme://host...`.
+    #[error("invalid server URL {url:?}: expected ws://, wss://, http:// or https://")]
+    NoScheme {
+        /// The URL as given.
+        url: String,
+    },
+    /// A scheme other than ws, wss, http and https.
+    #[error("invalid server URL {url:?}: unsupported scheme {scheme:?}")]
+    Scheme {
+        /// The URL as given.
+        url: String,
+        /// Its scheme.
+        scheme: String,
+    },
+    /// Nothing between `://` and the path.
+    #[error("invalid server URL {url:?}: no host")]
+    NoHost {
+        /// The URL as given.
+        url: String,
+    },
+}
+
 /// What the URL the user gave becomes: scheme ws/wss, empty path `/socket`.
-pub fn normalize_url(url: &str) -> Result<String, String> {
+pub fn normalize_url(url: &str) -> Result<String, UrlError> {
     let url = url.trim();
     // Like the reference, a bare host means wss:// (what a server behind a CDN speaks).
     let owned;
@@ -102,16 +149,17 @@ pub fn normalize_url(url: &str) -> Result<String, String> {
         owned = format!("wss://{url}");
         owned.as_str()
     };
-    let (scheme, rest) = url.split_once("://").ok_or_else(|| {
-        format!("invalid server URL {url:?}: expected ws://, wss://, http:// or https://")
-    })?;
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| UrlError::NoScheme { url: url.into() })?;
     let scheme = match scheme.to_ascii_lowercase().as_str() {
         "ws" | "http" => "ws",
         "wss" | "https" => "wss",
         other => {
-            return Err(format!(
-                "invalid server URL {url:?}: unsupported scheme {other:?}"
-            ))
+            return Err(UrlError::Scheme {
+                url: url.into(),
+                scheme: other.into(),
+            })
         }
     };
     let (authority, path_query) = match rest.find(['/', '?']) {
@@ -119,7 +167,7 @@ pub fn normalize_url(url: &str) -> Result<String, String> {
         None => (rest, ""),
     };
     if authority.is_empty() {
-        return Err(format!("invalid server URL {url:?}: no host"));
+        return Err(UrlError::NoHost { url: url.into() });
     }
     let (path, query) = match path_query.split_once('?') {
         Some((p, q)) => (p, Some(q)),
@@ -169,7 +217,7 @@ pub fn token_hash(token: &str) -> String {
 impl ClientMachine {
     /// A client. Call [`ClientMachine::start`] to open its links. Fails on a URL that cannot be
     /// used.
-    pub fn new(cfg: ClientConfig, ids: Box<dyn IdSource>, now: Instant) -> Result<Self, String> {
+    pub fn new(cfg: ClientConfig, ids: Box<dyn IdSource>, now: Instant) -> Result<Self, UrlError> {
         let base = normalize_url(&cfg.url)?;
         let token = cfg.token.clone().unwrap_or_else(|| ANONYMOUS.to_string());
         let path = base
@@ -224,6 +272,7 @@ impl ClientMachine {
             waiting: VecDeque::new(),
             next_link: 0,
             connector_request: None,
+            connector_calls: BTreeMap::new(),
             stopped: false,
         })
     }
@@ -266,6 +315,57 @@ impl ClientMachine {
     /// Whether [`ClientMachine::close`] was called: the machine opens no more links.
     pub fn is_stopped(&self) -> bool {
         self.stopped
+    }
+
+    /// Provider: ask the server to register a connector token for our reverse token (`None`:
+    /// let the server generate one). The answer comes as [`Event::ConnectorAnswer`] with the
+    /// returned request id. The server grants it only with connector autonomy (`-a`) or a
+    /// reverse token that allows it; it does not outlive the server, and unlike the
+    /// configured [`ClientConfig::connector_token`] it is not registered again after a
+    /// reconnect.
+    pub fn add_connector(&mut self, token: Option<String>) -> Result<ChannelId, ConnectorError> {
+        self.connector_call(ConnectorOp::Add, token.unwrap_or_default())
+    }
+
+    /// Provider: ask the server to remove a connector token of our reverse token; answered
+    /// like [`ClientMachine::add_connector`].
+    pub fn remove_connector(&mut self, token: String) -> Result<ChannelId, ConnectorError> {
+        self.connector_call(ConnectorOp::Remove, token)
+    }
+
+    fn connector_call(
+        &mut self,
+        op: ConnectorOp,
+        token: String,
+    ) -> Result<ChannelId, ConnectorError> {
+        if self.cfg.role != ClientRole::Provider {
+            return Err(ConnectorError::NotProvider);
+        }
+        if self.connector_calls.len() >= MAX_CONNECTOR_REQUESTS {
+            return Err(ConnectorError::TooManyPending);
+        }
+        let link = self
+            .slots
+            .iter()
+            .filter(|s| s.phase == LinkPhase::Ready)
+            .find_map(|s| s.link)
+            .ok_or(ConnectorError::NotConnected)?;
+        let request = ChannelId::random(self.plane.ids.as_mut());
+        self.connector_calls.insert(request, (op, token.clone()));
+        self.plane.send(
+            link,
+            &Message::Connector {
+                channel: request,
+                token,
+                op,
+            },
+        );
+        Ok(request)
+    }
+
+    /// Forget a connector request whose answer is no longer awaited (the caller gave up).
+    pub fn forget_connector_request(&mut self, request: ChannelId) {
+        self.connector_calls.remove(&request);
     }
 
     fn open_slot(&mut self, now: Instant, slot: usize) {
@@ -410,12 +510,16 @@ impl ClientMachine {
             return;
         }
         let reason = error.unwrap_or_else(|| "invalid token".into());
+        self.plane.event(Event::AuthRefused {
+            link,
+            reason: reason.clone(),
+        });
         if self.cfg.retry_auth && !self.stopped {
             warn!(%link, %reason, "authentication failed; retrying");
             self.plane.emit(Output::CloseLink { link });
             return;
         }
-        self.fatal(now, format!("authentication failed: {reason}"));
+        self.fatal(now, Fatal::AuthRefused { reason });
     }
 
     /// The server assigned us `token` (a successful AuthResponse carrying one): links opened
@@ -451,7 +555,7 @@ impl ClientMachine {
         );
     }
 
-    fn fatal(&mut self, now: Instant, reason: String) {
+    fn fatal(&mut self, now: Instant, reason: Fatal) {
         if self.stopped {
             return;
         }
@@ -480,6 +584,22 @@ impl ClientMachine {
                 error,
                 token,
             } => {
+                if let Some((op, asked)) = self.connector_calls.remove(&channel) {
+                    let outcome = match (success, op) {
+                        (true, ConnectorOp::Add) => ConnectorOutcome::Added {
+                            token: token.filter(|t| !t.is_empty()).unwrap_or(asked),
+                        },
+                        (true, ConnectorOp::Remove) => ConnectorOutcome::Removed { token: asked },
+                        (false, _) => ConnectorOutcome::Refused {
+                            reason: error.unwrap_or_default(),
+                        },
+                    };
+                    self.plane.event(Event::ConnectorAnswer {
+                        request: channel,
+                        outcome,
+                    });
+                    return;
+                }
                 if self.connector_request != Some(channel) {
                     return;
                 }
@@ -524,12 +644,11 @@ impl ClientMachine {
         }
         if !self.cfg.reconnect {
             if self.slots.iter().all(|s| s.link.is_none()) {
-                let what = if was_ready {
-                    "connection to the server lost"
-                } else {
-                    "cannot connect to the server"
+                let reason = Fatal::LinkLost {
+                    was_connected: was_ready,
+                    reason: reason.to_string(),
                 };
-                self.fatal(now, format!("{what}: {reason} (reconnect disabled)"));
+                self.fatal(now, reason);
             }
             return;
         }
@@ -612,7 +731,7 @@ impl Machine for ClientMachine {
                     .as_ref()
                     .map(|s| format!("{}:{}", s.host, s.port))
                     .unwrap_or_default();
-                self.fatal(now, format!("cannot listen for SOCKS5 on {addr}: {e}"));
+                self.fatal(now, Fatal::Listen { addr, error: e });
             }
         }
     }

@@ -62,6 +62,10 @@ macro_rules! plane_inputs {
         fn poll_output(&mut self) -> Option<Output> {
             self.plane.out.pop_front()
         }
+
+        fn snapshot(&self) -> Snapshot {
+            self.plane.snapshot()
+        }
     };
 }
 
@@ -85,7 +89,8 @@ use crate::time::Instant;
 
 pub use client::ClientMachine;
 pub use config::*;
-pub use output::{Event, Output, DIAL_BLOCKED};
+pub use output::{ConnectorOutcome, Event, Fatal, Output, DIAL_BLOCKED};
+pub use plane::Snapshot;
 pub use server::{
     ListenerState, ReverseTokenSpec, ServerMachine, TokenError, TokenStatus, TokenType,
 };
@@ -188,4 +193,6 @@ pub trait Machine {
     fn poll_timeout(&self) -> Option<Instant>;
     /// Next effect to carry out, in order.
     fn poll_output(&mut self) -> Option<Output>;
+    /// Counts at this moment (links, channels, totals since start).
+    fn snapshot(&self) -> Snapshot;
 }

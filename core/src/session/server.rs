@@ -12,7 +12,7 @@ use tracing::{debug, info, warn};
 use super::client::{token_hash, EXT_FLOW, EXT_RESUME};
 use super::config::{ServerConfig, SocksListen};
 use super::output::{Output, DIAL_BLOCKED};
-use super::plane::{EntryCheck, PeerKey, Plane, Resume, Routed, SocksRequest, Timer};
+use super::plane::{EntryCheck, PeerKey, Plane, Resume, Routed, Snapshot, SocksRequest, Timer};
 use super::{ConnId, LinkId, ListenerId, Machine, UdpId};
 use crate::access::{AccessConfig, AccessConfigUpdate, AccessRules};
 use crate::ids::{IdSource, InstanceId};

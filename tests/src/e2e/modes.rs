@@ -7,7 +7,7 @@ use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use linksocks_core::session::ClientRole;
-use linksocks_runtime::{RunError, RunEvent, ServerOptions};
+use linksocks_runtime::{Error, Event, ServerOptions};
 
 use super::proxy::{client_options, reverse, server_options, EVENT_TIMEOUT};
 use super::socks5::{Dest, Socks5, SocksError};
@@ -130,14 +130,14 @@ pub fn server_on_port(rt: Rt, mut opts: ServerOptions, port: u16) -> Proxy {
             loop {
                 if s.history()
                     .iter()
-                    .any(|e| matches!(e, RunEvent::WebSocketListening(_)))
+                    .any(|e| matches!(e, Event::WebSocketListening(_)))
                 {
                     return Some(s);
                 }
                 match s.wait_end(Duration::from_millis(20)) {
                     None if started.elapsed() < EVENT_TIMEOUT => continue,
                     None => panic!("the restarted server neither listens nor ends"),
-                    Some(Err(RunError::Bind { .. })) => return None,
+                    Some(Err(Error::Bind { .. })) => return None,
                     Some(other) => panic!("the restarted server ended: {other:?}"),
                 }
             }

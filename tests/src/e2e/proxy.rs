@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use linksocks_core::session::{ClientConfig, ClientRole, ServerConfig, SocksListen};
 use linksocks_runtime::{
-    stop_pair, ClientOptions, RunError, RunEvent, ServerOptions, StopHandle, TokenSpec,
+    Client, ClientBuilder, ClientOptions, Error, Event, Events, Runtime, Server, ServerBuilder,
+    ServerOptions, StopHandle, TokenSpec,
 };
 
 /// How long a test waits for a proxy to report something it must report soon.
@@ -58,7 +59,7 @@ pub fn client_options(url: &str, token: &str, role: ClientRole) -> ClientOptions
     ClientOptions {
         machine,
         upstream_proxy: None,
-        no_env_proxy: true,
+        env_proxy: None,
         max_message_size: linksocks_core::wire::MAX_MESSAGE_SIZE,
         tls: Default::default(),
     }
@@ -82,23 +83,82 @@ pub fn ws_url(addr: SocketAddr) -> String {
 /// A running server or client of ours.
 pub struct Proxy {
     name: String,
-    events: mpsc::Receiver<RunEvent>,
-    history: Vec<RunEvent>,
-    stop: StopHandle,
+    events: mpsc::Receiver<Event>,
+    history: Vec<Event>,
+    stop: Option<StopHandle>,
     thread: Option<JoinHandle<()>>,
     /// The proxy's result, sent when it ends.
-    done: mpsc::Receiver<Result<(), RunError>>,
-    result: Option<Result<(), RunError>>,
+    done: mpsc::Receiver<Result<(), Error>>,
+    result: Option<Result<(), Error>>,
+}
+
+/// What the harness needs of a started [`Server`] or [`Client`].
+trait Running {
+    fn events(&self) -> Events;
+    fn stop_handle(&self) -> StopHandle;
+    fn wait(&self) -> impl std::future::Future<Output = Result<(), Error>>;
+}
+
+impl<R: Runtime> Running for Server<R> {
+    fn events(&self) -> Events {
+        Server::events(self)
+    }
+    fn stop_handle(&self) -> StopHandle {
+        Server::stop_handle(self)
+    }
+    fn wait(&self) -> impl std::future::Future<Output = Result<(), Error>> {
+        Server::wait(self)
+    }
+}
+
+impl<R: Runtime> Running for Client<R> {
+    fn events(&self) -> Events {
+        Client::events(self)
+    }
+    fn stop_handle(&self) -> StopHandle {
+        Client::stop_handle(self)
+    }
+    fn wait(&self) -> impl std::future::Future<Output = Result<(), Error>> {
+        Client::wait(self)
+    }
+}
+
+/// What the proxy thread tells the harness once the start returned.
+type Started = Result<(Events, StopHandle), Error>;
+
+/// Start the proxy `start` makes, report how it went on `started`, and run it until it ends;
+/// its result goes to `done`.
+async fn run<H: Running>(
+    start: impl std::future::Future<Output = Result<H, Error>>,
+    started: mpsc::Sender<Started>,
+    done: mpsc::Sender<Result<(), Error>>,
+) {
+    match start.await {
+        Err(e) => {
+            let _ = started.send(Err(e.clone()));
+            let _ = done.send(Err(e));
+        }
+        Ok(h) => {
+            let _ = started.send(Ok((h.events(), h.stop_handle())));
+            let _ = done.send(h.wait().await);
+        }
+    }
 }
 
 impl Proxy {
     /// Start a server.
     pub fn server(rt: Rt, opts: ServerOptions) -> Proxy {
-        Self::start(rt, "server", move |events, stop| async move {
+        Self::start(rt, "server", move |started, done| async move {
+            let b = ServerBuilder::from(opts);
             match rt {
-                Rt::Smol => linksocks_runtime_smol::run_server(opts, Some(events), stop).await,
+                Rt::Smol => run(b.start(linksocks_runtime_smol::Smol), started, done).await,
                 Rt::AsyncStd => {
-                    linksocks_runtime_async_std::run_server(opts, Some(events), stop).await
+                    run(
+                        b.start(linksocks_runtime_async_std::AsyncStd),
+                        started,
+                        done,
+                    )
+                    .await
                 }
             }
         })
@@ -107,48 +167,58 @@ impl Proxy {
     /// Start a client (forward client, provider or connector, as `opts` say).
     pub fn client(rt: Rt, opts: ClientOptions) -> Proxy {
         let name = format!("{:?} client", opts.machine.role).to_lowercase();
-        Self::start(rt, &name, move |events, stop| async move {
+        Self::start(rt, &name, move |started, done| async move {
+            let b = ClientBuilder::from(opts);
             match rt {
-                Rt::Smol => linksocks_runtime_smol::run_client(opts, Some(events), stop).await,
+                Rt::Smol => {
+                    let c = b.start(linksocks_runtime_smol::Smol);
+                    run(async { c }, started, done).await
+                }
                 Rt::AsyncStd => {
-                    linksocks_runtime_async_std::run_client(opts, Some(events), stop).await
+                    let c = b.start(linksocks_runtime_async_std::AsyncStd);
+                    run(async { c }, started, done).await
                 }
             }
         })
     }
 
-    fn start<F, Fut>(rt: Rt, name: &str, run: F) -> Proxy
+    fn start<F, Fut>(rt: Rt, name: &str, go: F) -> Proxy
     where
-        F: FnOnce(async_channel::Sender<RunEvent>, linksocks_runtime::Stop) -> Fut + Send + 'static,
-        Fut: std::future::Future<Output = Result<(), RunError>>,
+        F: FnOnce(mpsc::Sender<Started>, mpsc::Sender<Result<(), Error>>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()>,
     {
         super::init_logs();
-        let (stop_handle, stop) = stop_pair();
-        let (async_tx, async_rx) = async_channel::unbounded();
-        let (tx, rx) = mpsc::channel();
-        // The runtime reports on an async channel; tests wait with std's timeouts.
-        std::thread::Builder::new()
-            .name(format!("{name} events"))
-            .spawn(move || {
-                while let Ok(e) = async_rx.recv_blocking() {
-                    if tx.send(e).is_err() {
-                        return;
-                    }
-                }
-            })
-            .expect("spawn event thread");
+        let (started_tx, started_rx) = mpsc::channel();
         let (done_tx, done) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name(name.to_string())
-            .spawn(move || {
-                let _ = done_tx.send(rt.block_on(run(async_tx, stop)));
-            })
+            .spawn(move || rt.block_on(go(started_tx, done_tx)))
             .expect("spawn proxy thread");
+        let (tx, rx) = mpsc::channel();
+        let stop = match started_rx.recv_timeout(EVENT_TIMEOUT) {
+            Ok(Ok((events, stop))) => {
+                // The runtime reports on an async stream; tests wait with std's timeouts.
+                std::thread::Builder::new()
+                    .name(format!("{name} events"))
+                    .spawn(move || {
+                        while let Some(e) = events.recv_blocking() {
+                            if tx.send(e).is_err() {
+                                return;
+                            }
+                        }
+                    })
+                    .expect("spawn event thread");
+                Some(stop)
+            }
+            // A start that failed: its error is the proxy's result.
+            Ok(Err(_)) => None,
+            Err(e) => panic!("{name} did not start within {EVENT_TIMEOUT:?}: {e}"),
+        };
         Proxy {
             name: name.to_string(),
             events: rx,
             history: Vec::new(),
-            stop: stop_handle,
+            stop,
             thread: Some(thread),
             done,
             result: None,
@@ -156,7 +226,7 @@ impl Proxy {
     }
 
     /// Every event reported so far, oldest first.
-    pub fn history(&mut self) -> &[RunEvent] {
+    pub fn history(&mut self) -> &[Event] {
         while let Ok(e) = self.events.try_recv() {
             self.history.push(e);
         }
@@ -169,7 +239,7 @@ impl Proxy {
         &mut self,
         what: &str,
         timeout: Duration,
-        mut f: impl FnMut(&RunEvent) -> Option<T>,
+        mut f: impl FnMut(&Event) -> Option<T>,
     ) -> T {
         if let Some(t) = self.history().iter().find_map(&mut f) {
             return t;
@@ -200,7 +270,7 @@ impl Proxy {
     /// The server's HTTP/WebSocket address.
     pub fn ws_addr(&mut self) -> SocketAddr {
         self.wait_for("WebSocket listener", EVENT_TIMEOUT, |e| match e {
-            RunEvent::WebSocketListening(a) => Some(*a),
+            Event::WebSocketListening(a) => Some(*a),
             _ => None,
         })
     }
@@ -219,7 +289,7 @@ impl Proxy {
     pub fn socks_addrs(&mut self, n: usize) -> Vec<SocketAddr> {
         let mut seen = Vec::new();
         self.wait_for("SOCKS5 listener", EVENT_TIMEOUT, |e| {
-            if let RunEvent::SocksListening(a) = e {
+            if let Event::SocksListening(a) = e {
                 seen.push(*a);
             }
             (seen.len() >= n).then(|| seen.clone())
@@ -230,7 +300,7 @@ impl Proxy {
     pub fn wait_links_ready(&mut self, n: usize) {
         let mut count = 0;
         self.wait_for("authenticated link", EVENT_TIMEOUT, |e| {
-            count += usize::from(*e == RunEvent::LinkReady);
+            count += usize::from(*e == Event::LinkUp);
             (count >= n).then_some(())
         })
     }
@@ -240,7 +310,7 @@ impl Proxy {
         self.history()
             .iter()
             .filter_map(|e| match e {
-                RunEvent::Dialing(t) => Some(t.clone()),
+                Event::Dialing(t) => Some(t.clone()),
                 _ => None,
             })
             .collect()
@@ -248,13 +318,13 @@ impl Proxy {
 
     /// Wait up to `timeout` for the proxy to end (by itself: a fatal error, a refused token;
     /// or after a stop); its result, or `None` if it still runs.
-    pub fn wait_end(&mut self, timeout: Duration) -> Option<&Result<(), RunError>> {
+    pub fn wait_end(&mut self, timeout: Duration) -> Option<&Result<(), Error>> {
         if self.result.is_none() {
             let r = match self.done.recv_timeout(timeout) {
                 Ok(r) => r,
                 Err(mpsc::RecvTimeoutError::Timeout) => return None,
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    Err(RunError::Fatal("the proxy thread panicked".into()))
+                    panic!("{}: the proxy thread panicked", self.name)
                 }
             };
             if let Some(t) = self.thread.take() {
@@ -268,22 +338,26 @@ impl Proxy {
     /// A handle that asks this proxy to stop, as Ctrl-C does, from anywhere, any number of
     /// times; [`Proxy::wait_end`] then waits for it.
     pub fn stop_handle(&self) -> StopHandle {
-        self.stop.clone()
+        self.stop.clone().expect("the proxy started")
     }
 
     /// Ask the proxy to stop, as Ctrl-C does, and wait for it (at most 10 s).
-    pub fn stop(mut self) -> Result<(), RunError> {
-        self.stop.stop();
+    pub fn stop(mut self) -> Result<(), Error> {
+        if let Some(s) = &self.stop {
+            s.stop();
+        }
         if self.wait_end(Duration::from_secs(10)).is_none() {
             panic!("{} did not stop within 10 s", self.name);
         }
-        self.result.take().expect("ended")
+        self.result.clone().expect("ended")
     }
 }
 
 impl Drop for Proxy {
     fn drop(&mut self) {
-        self.stop.stop();
+        if let Some(s) = &self.stop {
+            s.stop();
+        }
         if self.wait_end(Duration::from_secs(10)).is_none() && !std::thread::panicking() {
             panic!("{} did not stop within 10 s", self.name);
         }

@@ -1090,7 +1090,7 @@ impl World {
             Output::Event(e) => {
                 if let Event::Fatal { reason } = &e {
                     if self.nodes[n].fatal.is_none() {
-                        self.nodes[n].fatal = Some((self.now, reason.clone()));
+                        self.nodes[n].fatal = Some((self.now, reason.to_string()));
                     }
                 }
                 let now = self.now;

@@ -242,6 +242,12 @@ impl Plane {
         let Some(l) = self.links.remove(&link) else {
             return;
         };
+        if l.ready {
+            self.event(Event::LinkLost {
+                link,
+                reason: reason.to_string(),
+            });
+        }
         self.timers.cancel(Timer::Ping(link));
         self.timers.cancel(Timer::Pong(link));
         self.timers.cancel(Timer::Deferred(link));

@@ -79,6 +79,21 @@ pub enum Timer {
     Deferred(LinkId),
 }
 
+/// The state of a machine at one moment, for a status display
+/// ([`Machine::snapshot`](super::Machine::snapshot)).
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct Snapshot {
+    /// WebSocket links open (authenticated or not).
+    pub links: usize,
+    /// Of those, the authenticated ones.
+    pub links_ready: usize,
+    /// Channels alive (suspended ones included).
+    pub channels: usize,
+    /// Counters since start.
+    pub totals: Stats,
+}
+
 /// Counters for logs and metrics.
 #[derive(Clone, Debug, Default)]
 pub struct Stats {
@@ -273,6 +288,16 @@ pub struct Plane {
 }
 
 impl Plane {
+    /// Counts at this moment.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            links: self.links.len(),
+            links_ready: self.links.values().filter(|l| l.ready).count(),
+            channels: self.channels.len(),
+            totals: self.stats.clone(),
+        }
+    }
+
     /// An empty plane; `now` starts the periodic sweep.
     pub fn new(
         data: DataConfig,
