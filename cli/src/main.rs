@@ -204,7 +204,7 @@ trait Running {
     fn wait(&self) -> impl Future<Output = Result<(), Error>>;
 }
 
-impl Running for Server<rt::Rt> {
+impl Running for Server {
     fn events(&self) -> Events {
         Server::events(self)
     }
@@ -216,7 +216,7 @@ impl Running for Server<rt::Rt> {
     }
 }
 
-impl Running for Client<rt::Rt> {
+impl Running for Client {
     fn events(&self) -> Events {
         Client::events(self)
     }

@@ -322,7 +322,7 @@ fn remove(server: &mut ServerMachine, now: Instant, token: &str) -> ApiResponse 
 
 /// Prometheus text exposition of the server's counters.
 pub fn metrics(server: &ServerMachine) -> String {
-    let p = server.plane();
+    let p = server.data_plane();
     let s = &p.stats;
     let mut out = String::new();
     let mut metric = |name: &str, kind: &str, help: &str, value: String| {

@@ -85,10 +85,13 @@ impl fmt::Debug for InstanceId {
     }
 }
 
-/// A small deterministic generator (SplitMix64) for simulations, fuzzing and tests.
+/// A small deterministic generator (SplitMix64) for simulations, fuzzing and tests (with the
+/// `internals` feature).
 #[derive(Clone, Debug)]
+#[cfg(any(test, feature = "internals"))]
 pub struct SeededIds(u64);
 
+#[cfg(any(test, feature = "internals"))]
 impl SeededIds {
     /// A generator whose whole sequence is fixed by `seed`.
     pub fn new(seed: u64) -> Self {
@@ -105,6 +108,7 @@ impl SeededIds {
     }
 }
 
+#[cfg(any(test, feature = "internals"))]
 impl IdSource for SeededIds {
     fn fill(&mut self, out: &mut [u8]) {
         for chunk in out.chunks_mut(8) {

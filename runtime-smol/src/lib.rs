@@ -1,69 +1,94 @@
-//! LinkSocks on smol: the [`Runtime`] seam filled with smol's executor, timers and sockets.
-//! Everything else lives once in `linksocks-runtime`.
+//! LinkSocks on smol: a SOCKS5 proxy tunnelled over WebSocket, wire-compatible with the
+//! reference Go implementation, as a library. This crate is the one dependency a smol
+//! program needs: it re-exports the [`Server`] and [`Client`] of `linksocks-runtime` and adds
+//! [`Smol`], the [`Runtime`] that runs them on smol.
+//!
+//! Layers: `linksocks-core` holds the protocol as pure state machines and codecs;
+//! `linksocks-runtime` drives them on sockets (written once, over async-io); this crate says
+//! how smol spawns tasks.
+//!
+//! ```no_run
+//! use linksocks_runtime_smol::{Client, Error, Server, Smol};
+//!
+//! fn main() -> Result<(), Error> {
+//!     smol::block_on(async {
+//!         let server = Server::builder().ws_addr("127.0.0.1", 8765).forward_token("secret").start(Smol).await?;
+//!         let client = Client::builder("secret").url("ws://127.0.0.1:8765").start(Smol)?;
+//!         client.ready().await?; // SOCKS5 and HTTP proxy on 127.0.0.1:9870
+//!         client.wait().await?;
+//!         server.stop().await
+//!     })
+//! }
+//! ```
+//!
+//! The `examples/` folder has a forward client, a server managing tokens from code and a
+//! reverse provider; each runs as a test.
+
+#![deny(missing_docs)]
 
 use std::cell::Cell;
 use std::future::Future;
-use std::io;
-use std::net::{SocketAddr, ToSocketAddrs};
-use std::sync::OnceLock;
-use std::time::Instant;
+use std::sync::{Arc, OnceLock};
 
-use linksocks_runtime::{BoxFuture, Runtime};
+use linksocks_runtime::BoxFuture;
 
 /// Access rules, batching, token status and counters, from the protocol core.
 pub use linksocks_core::{
     access::{AccessConfig, AccessRule, AccessRules},
     session::{BatchPolicy, Snapshot, TokenStatus, TokenType},
 };
-/// The server, client and everything needed to configure them, bound to this executor.
+/// The server, the client and everything needed to configure them.
 pub use linksocks_runtime::{
-    proxy_url::parse_proxy_url, ClientBuilder, ConfigError, Error, Event, Events, ProxyEnv,
-    ProxyUrl, ReverseToken, ReverseTokenInfo, ServerBuilder, StopHandle, TlsError,
+    proxy_url::parse_proxy_url, Client, ClientBuilder, ConfigError, Error, Event, Events, ProxyEnv,
+    ProxyUrl, ReverseToken, ReverseTokenInfo, Runtime, Server, ServerBuilder, StopHandle, TlsError,
 };
 /// The protocol core and the shared runtime, for what the re-exports above do not cover.
 pub use {linksocks_core as core, linksocks_runtime as runtime};
 
-/// A LinkSocks server running on smol (see [`linksocks_runtime::Server`]).
-pub type Server = linksocks_runtime::Server<Smol>;
-/// A LinkSocks client running on smol (see [`linksocks_runtime::Client`]).
-pub type Client = linksocks_runtime::Client<Smol>;
-
-use smol::net::{TcpListener, TcpStream, UdpSocket};
-
 /// Name shown by `linksocks-cli version`.
 pub const NAME: &str = "smol";
 
+/// smol as the library's runtime: under [`block_on`] tasks run on our executor (on the
+/// threads that drive the reactor), anywhere else on smol's global executor.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Smol;
 
 impl Runtime for Smol {
-    type Tcp = TcpStream;
-    type Listener = TcpListener;
-    type Udp = UdpSocket;
-
-    fn spawn(&self, fut: impl Future<Output = ()> + Send + 'static) {
+    fn spawn(&self, task: BoxFuture<'static, ()>) {
         // Inside our `block_on` (the CLI), tasks run on the threads that drive the reactor.
         // Anywhere else (an application's own `smol::block_on` or executor) nobody runs our
         // executor, so tasks go to smol's global one, which runs itself.
         if IN_BLOCK_ON.with(Cell::get) {
-            executor().spawn(fut).detach();
+            executor().spawn(task).detach();
         } else {
-            smol::spawn(fut).detach();
+            smol::spawn(task).detach();
         }
     }
+}
 
-    linksocks_runtime::std_shaped_sockets!();
+/// An executor of the application's as the library's runtime: every task of the server or
+/// client is spawned on it, and runs while the application runs it.
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use linksocks_runtime_smol::{OnExecutor, Server};
+///
+/// let ex = Arc::new(smol::Executor::new());
+/// smol::block_on(ex.run(async {
+///     let server = Server::builder()
+///         .forward_token("secret")
+///         .start(OnExecutor(ex.clone()))
+///         .await?;
+///     server.wait().await
+/// }))
+/// .unwrap();
+/// ```
+#[derive(Clone, Debug)]
+pub struct OnExecutor(pub Arc<smol::Executor<'static>>);
 
-    fn sleep_until(&self, deadline: Instant) -> BoxFuture<'static, ()> {
-        Box::pin(async move {
-            smol::Timer::at(deadline).await;
-        })
-    }
-
-    fn resolve(&self, host: String, port: u16) -> BoxFuture<'static, io::Result<Vec<SocketAddr>>> {
-        Box::pin(smol::unblock(move || {
-            (host.as_str(), port).to_socket_addrs().map(|a| a.collect())
-        }))
+impl Runtime for OnExecutor {
+    fn spawn(&self, task: BoxFuture<'static, ()>) {
+        self.0.spawn(task).detach();
     }
 }
 

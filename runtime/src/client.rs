@@ -13,17 +13,18 @@ use tracing::{debug, warn};
 
 use crate::driver::{Driver, LinkSettings, Role};
 use crate::embed::task::Outcome;
+use crate::net::TcpStream;
 use crate::server::{os_ids, ws_config};
 use crate::tls::MaybeTls;
 use crate::ws::{HeadOnly, Side};
-use crate::{ClientOptions, ConfigError, Error, Event, Runtime, Stop, TlsError};
+use crate::{ClientOptions, ConfigError, Error, Event, Rt, Stop, TlsError};
 
 pub struct ClientRole;
 
-impl<R: Runtime> Role<R> for ClientRole {
+impl Role for ClientRole {
     type M = ClientMachine;
 
-    fn open_link(d: &Arc<Driver<R, Self>>, link: LinkId, url: String) {
+    fn open_link(d: &Arc<Driver<Self>>, link: LinkId, url: String) {
         let d2 = d.clone();
         d.rt.spawn(async move {
             match open(&d2, &url).await {
@@ -95,10 +96,10 @@ enum Dialed<S> {
 }
 
 /// Open a link to `url`, following up to [`MAX_REDIRECTS`] redirects.
-async fn open<R: Runtime>(
-    d: &Arc<Driver<R, ClientRole>>,
+async fn open(
+    d: &Arc<Driver<ClientRole>>,
     url: &str,
-) -> Result<(MaybeTls<R::Tcp>, Bytes), Error> {
+) -> Result<(MaybeTls<TcpStream>, Bytes), Error> {
     let mut url = url.to_string();
     for _ in 0..=MAX_REDIRECTS {
         match dial(d, &url).await? {
@@ -122,10 +123,10 @@ fn protocol(reason: String) -> Error {
 }
 
 /// One connection and handshake to `url`, without following redirects.
-async fn dial<R: Runtime>(
-    d: &Arc<Driver<R, ClientRole>>,
+async fn dial(
+    d: &Arc<Driver<ClientRole>>,
     url: &str,
-) -> Result<Dialed<MaybeTls<R::Tcp>>, Error> {
+) -> Result<Dialed<MaybeTls<TcpStream>>, Error> {
     let (tls, host, port) = url_parts(url).map_err(protocol)?;
     let target = TargetAddr::from_host_port(&host, port);
     let proxy = d.link.proxy.clone().or_else(|| {
@@ -151,7 +152,7 @@ async fn dial<R: Runtime>(
             .await
             .map_err(|reason| Error::Unreachable { reason })?,
     };
-    let _ = R::tcp_set_nodelay(&tcp);
+    let _ = tcp.set_nodelay();
     let stream = if tls {
         let connector = d.link.tls.clone().ok_or(TlsError::Handshake {
             peer: format!("{host}:{port}"),
@@ -285,13 +286,13 @@ fn keep_query(mut next: String, current: &str) -> String {
 /// Start a client: check its settings, open its links, and spawn the task that runs it until
 /// `stop` or a fatal error (the server refused our token, the SOCKS port is taken, the link is
 /// lost with reconnection off); `outcome` is set when it is done.
-pub(crate) fn start_client<R: Runtime>(
-    rt: R,
+pub(crate) fn start_client(
+    rt: Rt,
     opts: ClientOptions,
     events: async_channel::Sender<Event>,
     stop: Stop,
     outcome: Arc<Outcome>,
-) -> Result<Arc<Driver<R, ClientRole>>, Error> {
+) -> Result<Arc<Driver<ClientRole>>, Error> {
     let origin = StdInstant::now();
     let machine = ClientMachine::new(opts.machine.clone(), os_ids(), Instant::ZERO)
         .map_err(ConfigError::Url)?;
@@ -300,7 +301,7 @@ pub(crate) fn start_client<R: Runtime>(
         proxy: opts.upstream_proxy.clone(),
         env_proxy: opts.env_proxy.clone(),
     };
-    let driver = Driver::<R, ClientRole>::new(
+    let driver = Driver::<ClientRole>::new(
         rt.clone(),
         origin,
         machine,
@@ -362,13 +363,7 @@ fn fatal_error<M>(f: Fatal, st: &mut crate::driver::State<M>) -> Error {
                 .filter(|_| !was_connected)
                 .map(Box::new),
         },
-        Fatal::Listen { addr, error } => Error::Bind {
-            addr,
-            source: st
-                .last_bind_error
-                .take()
-                .unwrap_or_else(|| Arc::new(std::io::Error::other(error))),
-        },
+        Fatal::Listen { addr, error } => Error::bind(addr, error.to_io_error()),
     }
 }
 

@@ -10,11 +10,12 @@ use linksocks_core::addr::TargetAddr;
 use linksocks_core::session::{LinkId, DIAL_BLOCKED};
 use tracing::info;
 
-use crate::{ProxyUrl, Runtime};
+use crate::net::TcpStream;
+use crate::{ProxyUrl, Rt};
 
 /// Connect to `target`; the error text reads like the reference's (`dial tcp ...`), since it
 /// travels to the far side in ConnectResponse.
-pub async fn connect_target<R: Runtime>(rt: &R, target: &TargetAddr) -> Result<R::Tcp, String> {
+pub async fn connect_target(rt: &Rt, target: &TargetAddr) -> Result<TcpStream, String> {
     let addrs = match target {
         TargetAddr::Ip(a) => vec![*a],
         TargetAddr::Domain(host, port) => match rt.resolve(host.clone(), *port).await {
@@ -27,7 +28,7 @@ pub async fn connect_target<R: Runtime>(rt: &R, target: &TargetAddr) -> Result<R
 }
 
 /// Connect to the first of `addrs` that answers.
-async fn connect_addrs<R: Runtime>(rt: &R, addrs: Vec<SocketAddr>) -> Result<R::Tcp, String> {
+async fn connect_addrs(rt: &Rt, addrs: Vec<SocketAddr>) -> Result<TcpStream, String> {
     let mut last = String::from("dial tcp: no address");
     for a in addrs {
         match rt.connect(a).await {
@@ -41,8 +42,8 @@ async fn connect_addrs<R: Runtime>(rt: &R, addrs: Vec<SocketAddr>) -> Result<R::
 /// The addresses of `target` that every one of `rules` allows, the name resolved once (so
 /// what is checked is what is connected to). `Err` says why none is left: the name did not
 /// resolve (denied, as the reference denies it), or no address passes.
-pub async fn allowed_addrs<R: Runtime>(
-    rt: &R,
+pub async fn allowed_addrs(
+    rt: &Rt,
     target: &TargetAddr,
     rules: &[Arc<AccessRules>],
 ) -> Result<Vec<SocketAddr>, String> {
@@ -70,13 +71,13 @@ pub async fn allowed_addrs<R: Runtime>(
 /// `Output::Dial`): resolve once, connect only to the addresses allowed, directly or through
 /// `upstream` by address. Nothing allowed: logged once and `Err` of exactly [`DIAL_BLOCKED`],
 /// the text the far side gets in ConnectResponse.
-pub async fn connect_allowed<R: Runtime>(
-    rt: &R,
+pub async fn connect_allowed(
+    rt: &Rt,
     upstream: Option<&ProxyUrl>,
     link: LinkId,
     target: &TargetAddr,
     rules: &[Arc<AccessRules>],
-) -> Result<(R::Tcp, Bytes), String> {
+) -> Result<(TcpStream, Bytes), String> {
     let addrs = match allowed_addrs(rt, target, rules).await {
         Ok(a) => a,
         Err(why) => {

@@ -18,14 +18,15 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use linksocks_core::addr::TargetAddr;
 use linksocks_core::ids::ChannelId;
 use linksocks_core::session::{
-    ConnId, ConnectorOutcome, Event as MachineEvent, Fatal, LinkId, ListenerId, Machine, Output,
-    UdpId,
+    ConnId, ConnectorOutcome, Event as MachineEvent, Fatal, IoFailure, LinkId, ListenerId, Machine,
+    Output, UdpId,
 };
 use linksocks_core::time::Instant;
 use tracing::{debug, error, info, warn};
 
+use crate::net::TcpStream;
 use crate::read_buf::ReadBuffers;
-use crate::{Event as UserEvent, Runtime};
+use crate::{Event as UserEvent, Rt};
 
 /// Smallest and largest read from a local socket. Reads start small so that idle connections
 /// hold little memory, and grow while the socket keeps filling them.
@@ -311,10 +312,10 @@ struct WrittenOnTheSpot {
 }
 
 /// What the driver needs to know of a role beyond the common machine inputs.
-pub trait Role<R: Runtime>: Send + 'static {
+pub trait Role: Send + 'static {
     type M: Machine + Send + 'static;
     /// Carry out `OpenLink` (client role); the server never asks for it.
-    fn open_link(driver: &Arc<Driver<R, Self>>, link: LinkId, url: String)
+    fn open_link(driver: &Arc<Driver<Self>>, link: LinkId, url: String)
     where
         Self: Sized;
     /// Stop the machine (graceful shutdown).
@@ -352,12 +353,10 @@ pub struct State<M> {
     /// Client: why the last attempt to open a link failed (more telling than the machine's
     /// text when the client gives up).
     pub last_link_error: Option<crate::Error>,
-    /// The error of the last listener that could not be bound.
-    pub last_bind_error: Option<Arc<std::io::Error>>,
 }
 
-pub struct Driver<R: Runtime, P: Role<R>> {
-    pub rt: R,
+pub struct Driver<P: Role> {
+    pub rt: Rt,
     origin: StdInstant,
     state: Mutex<State<P::M>>,
     timer_wake: async_channel::Sender<()>,
@@ -392,9 +391,9 @@ pub struct LinkSettings {
     pub env_proxy: Option<crate::ProxyEnv>,
 }
 
-impl<R: Runtime, P: Role<R>> Driver<R, P> {
+impl<P: Role> Driver<P> {
     pub fn new(
-        rt: R,
+        rt: Rt,
         origin: StdInstant,
         machine: P::M,
         events: Option<async_channel::Sender<UserEvent>>,
@@ -418,7 +417,6 @@ impl<R: Runtime, P: Role<R>> Driver<R, P> {
                 connector_token: None,
                 connector_answers: HashMap::new(),
                 last_link_error: None,
-                last_bind_error: None,
             }),
             timer_wake,
             timer_rx,
@@ -765,7 +763,7 @@ impl<R: Runtime, P: Role<R>> Driver<R, P> {
         self: &Arc<Self>,
         st: &mut State<P::M>,
         link: LinkId,
-        stream: crate::tls::MaybeTls<R::Tcp>,
+        stream: crate::tls::MaybeTls<TcpStream>,
         side: crate::ws::Side,
         leftover: Bytes,
     ) {
@@ -776,9 +774,9 @@ impl<R: Runtime, P: Role<R>> Driver<R, P> {
         // Through TLS a write is a record to seal, which only the stream's owner can do.
         let direct = match &stream {
             crate::tls::MaybeTls::Plain(tcp) => {
-                let s = R::tcp_clone(tcp);
+                let s = tcp.clone();
                 Some(DirectLink {
-                    write: Box::new(move |bufs| R::tcp_try_write_vectored(&s, bufs)),
+                    write: Box::new(move |bufs| s.try_write_vectored(bufs)),
                     framer: crate::ws::Framer::new(side, uuid::Uuid::new_v4().as_u64_pair().1),
                 })
             }
@@ -882,14 +880,12 @@ impl<R: Runtime, P: Role<R>> Driver<R, P> {
             let l = match bound {
                 Ok(l) => l,
                 Err(e) => {
-                    let text = e.to_string();
-                    me.lock().last_bind_error = Some(Arc::new(e));
-                    me.with(|m, now| m.handle_listener_bound(now, listener, Err(text)));
+                    me.with(|m, now| m.handle_listener_bound(now, listener, Err(e.into())));
                     me.listener_settled.notify(usize::MAX);
                     return;
                 }
             };
-            let addr = R::listener_addr(&l).map_err(|e| e.to_string());
+            let addr = l.local_addr().map_err(IoFailure::from);
             me.with(|m, now| m.handle_listener_bound(now, listener, addr));
             me.listener_settled.notify(usize::MAX);
             loop {
@@ -900,17 +896,16 @@ impl<R: Runtime, P: Role<R>> Driver<R, P> {
                 if !alive.load(Ordering::SeqCst) {
                     return;
                 }
-                let accepted =
-                    futures_lite::future::or(async { Some(R::accept(&l).await) }, async {
-                        closed_l.await;
-                        None
-                    })
-                    .await;
+                let accepted = futures_lite::future::or(async { Some(l.accept().await) }, async {
+                    closed_l.await;
+                    None
+                })
+                .await;
                 match accepted {
                     None => return,
                     Some(Ok((stream, peer))) => {
-                        let _ = set_nodelay::<R>(&stream);
-                        let local = R::tcp_local_addr(&stream).unwrap_or(peer);
+                        let _ = stream.set_nodelay();
+                        let local = stream.local_addr().unwrap_or(peer);
                         let mut st = me.lock();
                         let now = me.now();
                         let conn = st.machine.handle_accept(now, listener, peer, local);
@@ -932,7 +927,7 @@ impl<R: Runtime, P: Role<R>> Driver<R, P> {
     // ------------------------------------------------------------------ local TCP sockets
 
     /// Register a connected local socket and start its reader and writer.
-    fn attach_conn(self: &Arc<Self>, st: &mut State<P::M>, conn: ConnId, stream: R::Tcp) {
+    fn attach_conn(self: &Arc<Self>, st: &mut State<P::M>, conn: ConnId, stream: TcpStream) {
         let (tx, rx) = async_channel::unbounded();
         let gate = Arc::new(Gate::default());
         let kill = Arc::new(Signal::default());
@@ -950,21 +945,21 @@ impl<R: Runtime, P: Role<R>> Driver<R, P> {
         self.start_conn(conn, stream, rx, gate, kill, queued);
     }
 
-    fn try_write_of(stream: &R::Tcp) -> TryWrite {
-        let s = R::tcp_clone(stream);
-        Box::new(move |buf| R::tcp_try_write(&s, buf))
+    fn try_write_of(stream: &TcpStream) -> TryWrite {
+        let s = stream.clone();
+        Box::new(move |buf| s.try_write(buf))
     }
 
     fn start_conn(
         self: &Arc<Self>,
         conn: ConnId,
-        stream: R::Tcp,
+        stream: TcpStream,
         rx: async_channel::Receiver<ConnCmd>,
         gate: Arc<Gate>,
         kill: Arc<Signal>,
         queued: Arc<AtomicUsize>,
     ) {
-        let reader = R::tcp_clone(&stream);
+        let reader = stream.clone();
         let me = self.clone();
         self.rt
             .spawn(async move { me.conn_writer(conn, stream, rx, kill, queued).await });
@@ -973,7 +968,7 @@ impl<R: Runtime, P: Role<R>> Driver<R, P> {
             .spawn(async move { me.conn_reader(conn, reader, gate).await });
     }
 
-    async fn conn_reader(self: Arc<Self>, conn: ConnId, mut s: R::Tcp, gate: Arc<Gate>) {
+    async fn conn_reader(self: Arc<Self>, conn: ConnId, mut s: TcpStream, gate: Arc<Gate>) {
         // Reads land behind room for a Data header, so the machine can frame them in place.
         const ROOM: usize = linksocks_core::wire::DATA_HEADER_LEN;
         let mut size = READ_MIN;
@@ -1032,18 +1027,18 @@ impl<R: Runtime, P: Role<R>> Driver<R, P> {
     async fn conn_writer(
         self: Arc<Self>,
         conn: ConnId,
-        mut s: R::Tcp,
+        mut s: TcpStream,
         rx: async_channel::Receiver<ConnCmd>,
         kill: Arc<Signal>,
         queued: Arc<AtomicUsize>,
     ) {
         // Killed (an aborted channel): even a write blocked on a peer that does not read is
         // abandoned, and the socket is reset rather than ended.
-        let reset = |s: &R::Tcp| {
-            R::tcp_set_linger_zero(s);
+        let reset = |s: &TcpStream| {
+            s.set_linger_zero();
             // Wakes the reader (its read returns 0) without sending a FIN; the descriptor
             // closes when the reader lets go, with linger 0: a reset.
-            R::tcp_shutdown(s, std::net::Shutdown::Read);
+            s.shutdown(std::net::Shutdown::Read);
         };
         loop {
             let cmd = futures_lite::future::or(async { rx.recv().await.ok() }, async {
@@ -1068,7 +1063,7 @@ impl<R: Runtime, P: Role<R>> Driver<R, P> {
                         Some(Err(e)) => {
                             let msg = e.to_string();
                             self.with(|m, now| m.handle_conn_closed(now, conn, Some(&msg)));
-                            R::tcp_shutdown(&s, std::net::Shutdown::Both);
+                            s.shutdown(std::net::Shutdown::Both);
                             return;
                         }
                         Some(Ok(())) => {
@@ -1087,7 +1082,7 @@ impl<R: Runtime, P: Role<R>> Driver<R, P> {
                 }
                 Some(ConnCmd::Close { abort: false }) => {
                     let _ = s.flush().await;
-                    R::tcp_shutdown(&s, std::net::Shutdown::Both);
+                    s.shutdown(std::net::Shutdown::Both);
                     return;
                 }
                 None if kill.is_fired() => {
@@ -1096,7 +1091,7 @@ impl<R: Runtime, P: Role<R>> Driver<R, P> {
                 }
                 None => {
                     // The machine forgot the socket without a Close (it ended meanwhile).
-                    R::tcp_shutdown(&s, std::net::Shutdown::Both);
+                    s.shutdown(std::net::Shutdown::Both);
                     return;
                 }
             }
@@ -1183,10 +1178,10 @@ impl<R: Runtime, P: Role<R>> Driver<R, P> {
                 Ok((stream, early)) => {
                     if tx.is_closed() {
                         // The channel ended while we dialled.
-                        R::tcp_shutdown(&stream, std::net::Shutdown::Both);
+                        stream.shutdown(std::net::Shutdown::Both);
                         return;
                     }
-                    let _ = set_nodelay::<R>(&stream);
+                    let _ = stream.set_nodelay();
                     {
                         let mut st = me.lock();
                         if let Some(h) = st.conns.get_mut(&conn) {
@@ -1206,7 +1201,8 @@ impl<R: Runtime, P: Role<R>> Driver<R, P> {
                     let mut st = me.lock();
                     st.conns.remove(&conn);
                     let now = me.now();
-                    st.machine.handle_dial_result(now, conn, Err(e));
+                    st.machine
+                        .handle_dial_result(now, conn, Err(IoFailure::other(e)));
                     me.dispatch(&mut st);
                 }
             }
@@ -1247,11 +1243,11 @@ impl<R: Runtime, P: Role<R>> Driver<R, P> {
             let sock = match bound {
                 Ok(s) => Arc::new(s),
                 Err(e) => {
-                    me.with(|m, now| m.handle_udp_bound(now, udp, Err(e.to_string())));
+                    me.with(|m, now| m.handle_udp_bound(now, udp, Err(e.into())));
                     return;
                 }
             };
-            let local = R::udp_local_addr(&sock).map_err(|e| e.to_string());
+            let local = sock.local_addr().map_err(IoFailure::from);
             // Asked once: a `getsockname` per datagram was a syscall on every hop.
             let v6 = matches!(local, Ok(SocketAddr::V6(_)));
             {
@@ -1259,7 +1255,7 @@ impl<R: Runtime, P: Role<R>> Driver<R, P> {
                 if let Some(h) = st.udps.get_mut(&udp) {
                     let s = sock.clone();
                     h.try_send = Some(Box::new(move |buf, to| {
-                        R::udp_try_send_to(&s, buf, fit_family(v6, to))
+                        s.try_send_to(buf, fit_family(v6, to))
                     }));
                 }
                 let now = me.now();
@@ -1283,7 +1279,7 @@ impl<R: Runtime, P: Role<R>> Driver<R, P> {
                             },
                         };
                         let to = fit_family(v6, to);
-                        let _ = R::udp_send_to(&sock, &data, to).await;
+                        let _ = sock.send_to(&data, to).await;
                         queued.fetch_sub(1, Ordering::SeqCst);
                     }
                 }
@@ -1299,7 +1295,7 @@ impl<R: Runtime, P: Role<R>> Driver<R, P> {
                     return;
                 }
                 let got = futures_lite::future::or(
-                    async { Some(R::udp_recv_from(&sock, &mut buf).await) },
+                    async { Some(sock.recv_from(&mut buf).await) },
                     async {
                         closed_l.await;
                         None
@@ -1327,10 +1323,6 @@ fn fit_family(v6: bool, to: SocketAddr) -> SocketAddr {
         }
         _ => to,
     }
-}
-
-fn set_nodelay<R: Runtime>(s: &R::Tcp) -> std::io::Result<()> {
-    R::tcp_set_nodelay(s)
 }
 
 #[cfg(test)]

@@ -12,7 +12,6 @@ use tracing::{debug, info};
 
 use crate::driver::{Driver, Gate, LinkCmd, Role, Signal};
 use crate::ws::{FrameReader, FrameWriter, Incoming, Outgoing};
-use crate::Runtime;
 
 /// How long a closing link waits to get its Close frame out.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
@@ -28,16 +27,15 @@ async fn unless_closed<T>(closed: &Signal, fut: impl std::future::Future<Output 
     .await
 }
 
-pub async fn write_loop<R, P, W>(
-    d: &Arc<Driver<R, P>>,
+pub async fn write_loop<P, W>(
+    d: &Arc<Driver<P>>,
     link: LinkId,
     mut writer: FrameWriter<W>,
     rx: async_channel::Receiver<LinkCmd>,
     queued: Arc<AtomicUsize>,
     closed: Arc<Signal>,
 ) where
-    R: Runtime,
-    P: Role<R>,
+    P: Role,
     W: futures_io::AsyncWrite + Unpin,
 {
     loop {
@@ -112,15 +110,14 @@ pub async fn write_loop<R, P, W>(
     }
 }
 
-pub async fn read_loop<R, P, Rd>(
-    d: &Arc<Driver<R, P>>,
+pub async fn read_loop<P, Rd>(
+    d: &Arc<Driver<P>>,
     link: LinkId,
     mut reader: FrameReader<Rd>,
     gate: Arc<Gate>,
     closed: Arc<Signal>,
 ) where
-    R: Runtime,
-    P: Role<R>,
+    P: Role,
     Rd: futures_io::AsyncRead + Unpin,
 {
     loop {

@@ -8,23 +8,33 @@ use linksocks_core::session::{ClientConfig, ReverseTokenSpec, ServerConfig};
 /// `http://[user[:pass]@]host[:port]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProxyUrl {
+    /// Which protocol the proxy speaks.
     pub kind: ProxyKind,
+    /// Its host name or IP address (IPv6 without brackets).
     pub host: String,
+    /// Its port.
     pub port: u16,
+    /// The user name to present, if any.
     pub username: Option<String>,
+    /// The password to present, if any.
     pub password: Option<String>,
 }
 
+/// The protocol of an upstream proxy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ProxyKind {
+    /// SOCKS5 (RFC 1928), names resolved by the proxy.
     Socks5,
+    /// HTTP CONNECT.
     Http,
 }
 
 /// Tokens a server starts with.
 #[derive(Clone, Debug)]
 pub enum TokenSpec {
+    /// A forward token (`None`: generated).
     Forward(Option<String>),
+    /// A reverse token.
     Reverse(ReverseTokenSpec),
     /// A connector token for the reverse token named second.
     Connector(Option<String>, String),
@@ -37,10 +47,13 @@ pub enum TokenSpec {
 /// Everything `linksocks-cli server` needs.
 #[derive(Clone, Debug)]
 pub struct ServerOptions {
-    /// Where the HTTP/WebSocket port listens (default 0.0.0.0:8765).
+    /// Where the HTTP/WebSocket port listens (default 0.0.0.0:8765) ...
     pub ws_host: String,
+    /// ... and its port (0: the system picks one).
     pub ws_port: u16,
+    /// The protocol machine's settings.
     pub machine: ServerConfig,
+    /// Tokens the server starts with.
     pub tokens: Vec<TokenSpec>,
     /// Enables the HTTP API with this key ...
     pub api_key: Option<String>,
@@ -73,7 +86,9 @@ impl ServerOptions {
 /// PEM files of the server's certificate chain and private key.
 #[derive(Clone, Debug)]
 pub struct ServerTls {
+    /// The certificate chain, leaf first.
     pub cert: std::path::PathBuf,
+    /// The private key of the leaf certificate.
     pub key: std::path::PathBuf,
 }
 
@@ -89,6 +104,7 @@ pub struct ClientTls {
 /// Everything `linksocks-cli client|provider|connector` needs.
 #[derive(Clone, Debug)]
 pub struct ClientOptions {
+    /// The protocol machine's settings (server URL, token, role, SOCKS5 port, timers).
     pub machine: ClientConfig,
     /// Reach the WebSocket server through this proxy.
     pub upstream_proxy: Option<ProxyUrl>,
@@ -96,6 +112,8 @@ pub struct ClientOptions {
     /// wss, `HTTP_PROXY` for ws, `ALL_PROXY`, `NO_PROXY`), as the reference does. `None`:
     /// connect directly.
     pub env_proxy: Option<crate::ProxyEnv>,
+    /// Largest WebSocket message accepted.
     pub max_message_size: usize,
+    /// How wss:// servers are checked.
     pub tls: ClientTls,
 }

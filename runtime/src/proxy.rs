@@ -6,15 +6,16 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use linksocks_core::addr::TargetAddr;
 use linksocks_core::socks::{ClientProgress, Credentials, HttpConnectClient, Socks5Client};
 
-use crate::{ProxyKind, ProxyUrl, Runtime};
+use crate::net::TcpStream;
+use crate::{ProxyKind, ProxyUrl, Rt};
 
 /// Open a tunnel to `target` through `proxy`. Returns the stream and any bytes of the tunnel
 /// that arrived with the proxy's answer.
-pub async fn connect_via<R: Runtime>(
-    rt: &R,
+pub async fn connect_via(
+    rt: &Rt,
     proxy: &ProxyUrl,
     target: &TargetAddr,
-) -> Result<(R::Tcp, Bytes), String> {
+) -> Result<(TcpStream, Bytes), String> {
     let at = TargetAddr::from_host_port(&proxy.host, proxy.port);
     let mut s = crate::connect::connect_target(rt, &at).await.map_err(|e| {
         format!(

@@ -13,9 +13,10 @@ use tracing::{debug, info, warn};
 use crate::driver::{Driver, Role};
 use crate::embed::task::Outcome;
 use crate::http;
+use crate::net::{TcpListener, TcpStream};
 use crate::tls::MaybeTls;
 use crate::ws::Side;
-use crate::{ConfigError, Error, Event, Runtime, ServerOptions, Stop, TokenSpec};
+use crate::{ConfigError, Error, Event, Rt, ServerOptions, Stop, TokenSpec};
 
 /// How long a connection may take to send its request head.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
@@ -24,10 +25,10 @@ const LISTEN_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct ServerRole;
 
-impl<R: Runtime> Role<R> for ServerRole {
+impl Role for ServerRole {
     type M = ServerMachine;
 
-    fn open_link(_d: &Arc<Driver<R, Self>>, link: LinkId, _url: String) {
+    fn open_link(_d: &Arc<Driver<Self>>, link: LinkId, _url: String) {
         debug!(%link, "the server machine asked to open a link; ignored");
     }
 
@@ -91,20 +92,20 @@ pub(crate) fn ws_config(max: usize) -> WebSocketConfig {
 }
 
 /// A server whose HTTP/WebSocket port is listening and whose tasks are running.
-pub(crate) struct StartedServer<R: Runtime> {
-    pub driver: Arc<Driver<R, ServerRole>>,
+pub(crate) struct StartedServer {
+    pub driver: Arc<Driver<ServerRole>>,
     pub ws_addr: SocketAddr,
 }
 
 /// Start a server: add its tokens, bind its HTTP/WebSocket port, and spawn the tasks that serve
 /// it until `stop`; `outcome` is set when they are done (graceful shutdown included).
-pub(crate) async fn start_server<R: Runtime>(
-    rt: R,
+pub(crate) async fn start_server(
+    rt: Rt,
     opts: ServerOptions,
     events: async_channel::Sender<Event>,
     stop: Stop,
     outcome: Arc<Outcome>,
-) -> Result<StartedServer<R>, Error> {
+) -> Result<StartedServer, Error> {
     let origin = StdInstant::now();
     let mut machine = ServerMachine::new(opts.machine.clone(), os_ids(), Instant::ZERO);
     for t in &opts.tokens {
@@ -124,10 +125,10 @@ pub(crate) async fn start_server<R: Runtime>(
         .first()
         .ok_or_else(|| bind_err(std::io::Error::other("host has no address")))?;
     let listener = rt.listen(first).await.map_err(bind_err)?;
-    let local = R::listener_addr(&listener).map_err(bind_err)?;
+    let local = listener.local_addr().map_err(bind_err)?;
     info!("LinkSocks server listening on {local}");
 
-    let driver = Driver::<R, ServerRole>::new(
+    let driver = Driver::<ServerRole>::new(
         rt.clone(),
         origin,
         machine,
@@ -170,16 +171,16 @@ pub(crate) async fn start_server<R: Runtime>(
 }
 
 /// Accept HTTP/WebSocket connections until `stop`, each served by a task of its own.
-async fn accept_loop<R: Runtime>(
-    rt: R,
-    listener: &R::Listener,
-    driver: Arc<Driver<R, ServerRole>>,
+async fn accept_loop(
+    rt: Rt,
+    listener: &TcpListener,
+    driver: Arc<Driver<ServerRole>>,
     api: Option<Arc<Api>>,
     acceptor: Option<futures_rustls::TlsAcceptor>,
     stop: Stop,
 ) {
     loop {
-        let accepted = futures_lite::future::or(async { Some(R::accept(listener).await) }, async {
+        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
             stop.wait().await;
             None
         })
@@ -187,7 +188,7 @@ async fn accept_loop<R: Runtime>(
         match accepted {
             None => break,
             Some(Ok((stream, peer))) => {
-                let _ = R::tcp_set_nodelay(&stream);
+                let _ = stream.set_nodelay();
                 let d = driver.clone();
                 let api = api.clone();
                 let acceptor = acceptor.clone();
@@ -232,7 +233,7 @@ async fn accept_loop<R: Runtime>(
 }
 
 /// Waits (bounded) until the SOCKS5 listener of `token` is open or has failed to open.
-pub(crate) async fn settle_listener<R: Runtime>(d: &Arc<Driver<R, ServerRole>>, token: &str) {
+pub(crate) async fn settle_listener(d: &Arc<Driver<ServerRole>>, token: &str) {
     let deadline = StdInstant::now() + LISTEN_TIMEOUT;
     loop {
         let settled = d.listener_settled.listen();
@@ -246,9 +247,9 @@ pub(crate) async fn settle_listener<R: Runtime>(d: &Arc<Driver<R, ServerRole>>, 
     }
 }
 
-async fn serve_http<R: Runtime>(
-    d: Arc<Driver<R, ServerRole>>,
-    mut stream: MaybeTls<R::Tcp>,
+async fn serve_http(
+    d: Arc<Driver<ServerRole>>,
+    mut stream: MaybeTls<TcpStream>,
     peer: SocketAddr,
     api: Option<Arc<Api>>,
 ) {

@@ -9,12 +9,14 @@ pub struct StopHandle(async_channel::Sender<()>);
 #[derive(Clone, Debug)]
 pub struct Stop(async_channel::Receiver<()>);
 
+/// A handle and the stop signal it controls.
 pub fn stop_pair() -> (StopHandle, Stop) {
     let (tx, rx) = async_channel::bounded(1);
     (StopHandle(tx), Stop(rx))
 }
 
 impl StopHandle {
+    /// Ask for the stop (graceful: the server or client ends its channels and links).
     pub fn stop(&self) {
         self.0.close();
     }
@@ -26,6 +28,7 @@ impl Stop {
         while self.0.recv().await.is_ok() {}
     }
 
+    /// Whether the stop was asked for.
     pub fn is_stopped(&self) -> bool {
         self.0.is_closed()
     }

@@ -219,6 +219,10 @@ fn provider_dies_with_channels_open(rt: Rt) {
     let mut opts = server_options(vec![reverse("rtok", None)]);
     // Long enough that a request waiting for a provider would show as a timeout below.
     opts.machine.timings.provider_wait = Duration::from_secs(120);
+    // A provider that dies does not come back: channels end with its link rather than wait
+    // the transport grace for it (each provider has an instance of its own, as every process
+    // does, so the live one cannot take them over).
+    opts.machine.timings.transport_grace = Duration::ZERO;
     let mut server = Proxy::server(rt, opts);
     let relay = Relay::start(server.ws_addr()).expect("relay");
     let mut dying = provider(rt, &relay.url());

@@ -12,16 +12,17 @@ use linksocks_runtime::{Client, Runtime, Server};
 use smol::net::{TcpListener, TcpStream};
 
 /// Which adapter runs the proxies; its `spawn` is what the program calls.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 enum Adapter {
     Smol,
     AsyncStd,
+    Executor(std::sync::Arc<smol::Executor<'static>>),
 }
 
 impl Adapter {
     /// Spawn `f` the program's way; its result comes back on the returned channel.
     fn spawn<T: Send + 'static>(
-        self,
+        &self,
         f: impl Future<Output = T> + Send + 'static,
     ) -> async_channel::Receiver<T> {
         let (tx, rx) = async_channel::bounded(1);
@@ -31,6 +32,7 @@ impl Adapter {
         match self {
             Adapter::Smol => smol::spawn(task).detach(),
             Adapter::AsyncStd => drop(async_std::task::spawn(task)),
+            Adapter::Executor(ex) => ex.spawn(task).detach(),
         }
         rx
     }
@@ -46,13 +48,14 @@ async fn in_time<T>(what: &str, fut: impl Future<Output = T>) -> T {
     .unwrap_or_else(|| panic!("{what} did not happen within 10 s"))
 }
 
-async fn forward_echo<R: Runtime>(rt: R, adapter: Adapter) {
+async fn forward_echo(rt: impl Runtime + Clone, adapter: Adapter) {
     let echo = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let echo_addr = echo.local_addr().unwrap();
+    let spawner = adapter.clone();
     adapter.spawn(async move {
         loop {
             let (mut s, _) = echo.accept().await.unwrap();
-            adapter.spawn(async move {
+            spawner.spawn(async move {
                 let mut buf = vec![0u8; 65536];
                 loop {
                     let n = s.read(&mut buf).await.unwrap_or(0);
@@ -64,13 +67,13 @@ async fn forward_echo<R: Runtime>(rt: R, adapter: Adapter) {
         }
     });
 
-    let server = Server::<R>::builder()
+    let server = Server::builder()
         .ws_addr("127.0.0.1", 0)
         .forward_token("tok")
         .start(rt.clone())
         .await
         .expect("server starts");
-    let client = Client::<R>::builder("tok")
+    let client = Client::builder("tok")
         .url(format!("ws://{}", server.ws_addr()))
         .socks_addr("127.0.0.1", 0)
         .start(rt)
@@ -137,6 +140,17 @@ fn smol_under_our_block_on() {
 #[test]
 fn smol_under_the_applications_smol_block_on() {
     within_a_minute(|| smol::block_on(forward_echo(Smol, Adapter::Smol)));
+}
+
+#[test]
+fn smol_on_the_applications_own_executor() {
+    use std::sync::Arc;
+    within_a_minute(|| {
+        let ex = Arc::new(smol::Executor::new());
+        let rt = linksocks_runtime_smol::OnExecutor(ex.clone());
+        // Only the application's executor runs (no global one is touched by the library).
+        smol::block_on(ex.run(forward_echo(rt, Adapter::Executor(ex.clone()))))
+    });
 }
 
 #[test]

@@ -18,6 +18,7 @@ use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use linksocks_core::ids::{ChannelId, InstanceId, SeededIds};
 use linksocks_core::session::{
+    IoFailure,
     ClientConfig, ClientMachine, ClientRole, ConnId, LinkId, ListenerId, Machine, Output,
     ReverseTokenSpec, ServerConfig, ServerMachine, SocksListen, UdpId,
 };
@@ -344,12 +345,12 @@ fn run(input: &Input) {
             }
             Op::Dial(c, ok) => {
                 if let Some(c) = pick(&seen.conns, *c) {
-                    m.handle_dial_result(now, c, if *ok { Ok(()) } else { Err("refused".into()) });
+                    m.handle_dial_result(now, c, if *ok { Ok(()) } else { Err(IoFailure::other("refused")) });
                 }
             }
             Op::UdpBound(u, ok) => {
                 if let Some(u) = pick(&seen.udps, *u) {
-                    m.handle_udp_bound(now, u, if *ok { Ok(a) } else { Err("no".into()) });
+                    m.handle_udp_bound(now, u, if *ok { Ok(a) } else { Err(IoFailure::other("no")) });
                 }
             }
             Op::Datagram(u, d) => {

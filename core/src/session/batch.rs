@@ -90,6 +90,7 @@ impl Batcher {
     }
 
     /// Bytes held.
+    #[cfg_attr(not(feature = "internals"), allow(dead_code))] // for the simulation
     pub fn len(&self) -> usize {
         self.held_len
     }
@@ -232,6 +233,7 @@ impl Batcher {
     }
 
     /// Current adaptive delay (for tests and metrics).
+    #[cfg_attr(not(feature = "internals"), allow(dead_code))] // for the simulation
     pub fn adaptive_delay(&self) -> Duration {
         self.delay
     }

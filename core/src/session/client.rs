@@ -2,6 +2,7 @@
 //! reverse provider (we dial for the server's SOCKS5 users). One machine drives all of the
 //! client's WebSocket links (`threads`), their authentication and reconnection.
 
+use crate::session::IoFailure;
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -293,6 +294,7 @@ impl ClientMachine {
     }
 
     /// The data plane, for counters and invariants.
+    #[cfg(feature = "internals")]
     pub fn plane(&self) -> &Plane {
         &self.plane
     }
@@ -720,7 +722,7 @@ impl Machine for ClientMachine {
         &mut self,
         now: Instant,
         listener: ListenerId,
-        result: Result<SocketAddr, String>,
+        result: Result<SocketAddr, IoFailure>,
     ) {
         self.plane.listener_bound(listener, &result);
         if let Err(e) = result {

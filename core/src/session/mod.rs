@@ -30,7 +30,12 @@ macro_rules! plane_inputs {
             self.plane.accept(now, listener, peer, local)
         }
 
-        fn handle_dial_result(&mut self, now: Instant, conn: ConnId, result: Result<(), String>) {
+        fn handle_dial_result(
+            &mut self,
+            now: Instant,
+            conn: ConnId,
+            result: Result<(), crate::session::IoFailure>,
+        ) {
             self.plane.dial_result(now, conn, result);
         }
 
@@ -46,7 +51,7 @@ macro_rules! plane_inputs {
             &mut self,
             now: Instant,
             udp: UdpId,
-            result: Result<SocketAddr, String>,
+            result: Result<SocketAddr, crate::session::IoFailure>,
         ) {
             self.plane.udp_bound(now, udp, result);
         }
@@ -69,16 +74,30 @@ macro_rules! plane_inputs {
     };
 }
 
-pub mod backlog;
-pub mod batch;
-pub mod channel;
+/// A module that is public only with the `internals` feature (the simulation, the fuzzers and
+/// the benches look inside; a program embedding LinkSocks does not need to).
+macro_rules! internal_mod {
+    ($(#[$m:meta])* $name:ident) => {
+        $(#[$m])*
+        #[cfg(feature = "internals")]
+        pub mod $name;
+        $(#[$m])*
+        #[cfg(not(feature = "internals"))]
+        pub(crate) mod $name;
+    };
+}
+
+internal_mod!(backlog);
+internal_mod!(batch);
+internal_mod!(channel);
 pub mod client;
 pub mod config;
-pub mod keyed_hash;
+pub mod io_failure;
+internal_mod!(keyed_hash);
 pub mod output;
-pub mod plane;
+internal_mod!(plane);
 pub mod server;
-pub mod timer;
+internal_mod!(timer);
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -89,6 +108,7 @@ use crate::time::Instant;
 
 pub use client::ClientMachine;
 pub use config::*;
+pub use io_failure::IoFailure;
 pub use output::{ConnectorOutcome, Event, Fatal, Output, DIAL_BLOCKED};
 pub use plane::Snapshot;
 pub use server::{
@@ -151,7 +171,7 @@ pub trait Machine {
         &mut self,
         now: Instant,
         listener: ListenerId,
-        result: Result<SocketAddr, String>,
+        result: Result<SocketAddr, IoFailure>,
     );
     /// An application connected to a SOCKS listener. Returns the handle for the new socket.
     fn handle_accept(
@@ -162,7 +182,7 @@ pub trait Machine {
         local: SocketAddr,
     ) -> ConnId;
     /// A dial asked for by [`Output::Dial`] finished.
-    fn handle_dial_result(&mut self, now: Instant, conn: ConnId, result: Result<(), String>);
+    fn handle_dial_result(&mut self, now: Instant, conn: ConnId, result: Result<(), IoFailure>);
     /// The addresses `Output::Resolve` found for `conn`'s target (none: it does not resolve).
     fn handle_resolved(&mut self, now: Instant, conn: ConnId, addrs: Vec<std::net::IpAddr>);
     /// Bytes were read from a local socket.
@@ -183,7 +203,7 @@ pub trait Machine {
     fn handle_conn_written(&mut self, now: Instant, conn: ConnId, bytes: usize);
 
     /// A UDP socket asked for by [`Output::BindUdp`] is bound (or failed).
-    fn handle_udp_bound(&mut self, now: Instant, udp: UdpId, result: Result<SocketAddr, String>);
+    fn handle_udp_bound(&mut self, now: Instant, udp: UdpId, result: Result<SocketAddr, IoFailure>);
     /// A datagram arrived on a UDP socket.
     fn handle_udp_datagram(&mut self, now: Instant, udp: UdpId, from: SocketAddr, data: Bytes);
 

@@ -248,7 +248,7 @@ pub enum Fatal {
         /// The address asked for, `host:port`.
         addr: String,
         /// The driver's report.
-        error: String,
+        error: super::IoFailure,
     },
 }
 

@@ -2,6 +2,7 @@
 //! listeners served by providers (round robin), connectors relayed to providers (agent mode),
 //! and providers managing their own connector tokens (autonomy).
 
+use crate::session::IoFailure;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -114,7 +115,7 @@ struct Reverse {
     /// Connector Connects waiting for a provider: (relay channel, Connect, connector token).
     waiting_relays: VecDeque<(u64, Connect, String)>,
     /// Why the last attempt to open the listener failed.
-    listen_error: Option<String>,
+    listen_error: Option<IoFailure>,
 }
 
 /// Where a reverse token's SOCKS5 listener stands (the HTTP API answers once it has settled).
@@ -126,8 +127,8 @@ pub enum ListenerState {
     Opening,
     /// Serving on this address.
     Bound(SocketAddr),
-    /// The driver could not bind it; carries the error text.
-    Failed(String),
+    /// The driver could not bind it; carries the failure.
+    Failed(IoFailure),
 }
 
 /// Whose channels a link carries, for resuming them: the same token and client instance. A
@@ -252,7 +253,12 @@ impl ServerMachine {
     }
 
     /// The data plane, for status, counters and tests.
+    #[cfg(feature = "internals")]
     pub fn plane(&self) -> &Plane {
+        &self.plane
+    }
+
+    pub(crate) fn data_plane(&self) -> &Plane {
         &self.plane
     }
 
@@ -1385,7 +1391,7 @@ impl Machine for ServerMachine {
         &mut self,
         _now: Instant,
         listener: ListenerId,
-        result: Result<SocketAddr, String>,
+        result: Result<SocketAddr, IoFailure>,
     ) {
         if let Err(e) = &result {
             let token = self.listener_token.remove(&listener);

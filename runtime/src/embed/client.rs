@@ -22,7 +22,7 @@ use super::task::Outcome;
 use crate::client::{start_client, ClientRole as Role};
 use crate::driver::Driver;
 use crate::stop::{stop_pair, StopHandle};
-use crate::{ClientOptions, ClientTls, Error, ProxyEnv, ProxyUrl, Runtime};
+use crate::{ClientOptions, ClientTls, Error, ProxyEnv, ProxyUrl, Rt, Runtime};
 
 /// The server a client dials unless told otherwise.
 pub const DEFAULT_URL: &str = "ws://localhost:8765";
@@ -36,8 +36,8 @@ pub const DEFAULT_SOCKS_PORT: u16 = 9870;
 /// ```no_run
 /// use linksocks_runtime::{Client, Runtime};
 ///
-/// async fn tunnel<R: Runtime>(rt: R) -> Result<(), linksocks_runtime::Error> {
-///     let client = Client::<R>::builder("my-token")
+/// async fn tunnel(rt: impl Runtime) -> Result<(), linksocks_runtime::Error> {
+///     let client = Client::builder("my-token")
 ///         .url("wss://proxy.example.com")
 ///         .socks_addr("127.0.0.1", 1080)
 ///         .start(rt)?;
@@ -230,7 +230,7 @@ impl ClientBuilder {
 
     /// Start the client on `rt`: its links open in the background ([`Client::ready`] waits for
     /// them). Fails at once on settings that cannot work (a bad URL, an unreadable CA file).
-    pub fn start<R: Runtime>(mut self, rt: R) -> Result<Client<R>, Error> {
+    pub fn start(mut self, rt: impl Runtime) -> Result<Client, Error> {
         if self.opts.machine.instance == InstanceId::default() {
             let mut bytes = [0u8; 16];
             crate::server::os_ids().fill(&mut bytes);
@@ -242,7 +242,7 @@ impl ClientBuilder {
         let forward = self.opts.machine.role == ClientRole::Forward;
         let wants_socks = forward && self.opts.machine.socks.is_some();
         let wait = self.opts.machine.timings.connect_timeout;
-        let driver = start_client(rt, self.opts, tx, stopper, outcome.clone())?;
+        let driver = start_client(Rt::new(rt), self.opts, tx, stopper, outcome.clone())?;
         Ok(Client {
             driver,
             events,
@@ -256,8 +256,8 @@ impl ClientBuilder {
 
 /// A running client (forward client, connector or provider). Dropping the handle stops it (as
 /// [`Client::stop`] would, without waiting).
-pub struct Client<R: Runtime> {
-    driver: Arc<Driver<R, Role>>,
+pub struct Client {
+    driver: Arc<Driver<Role>>,
     events: Events,
     stop: StopHandle,
     outcome: Arc<Outcome>,
@@ -265,7 +265,7 @@ pub struct Client<R: Runtime> {
     answer_wait: Duration,
 }
 
-impl<R: Runtime> std::fmt::Debug for Client<R> {
+impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
             .field("socks_addr", &self.socks_addr())
@@ -274,7 +274,7 @@ impl<R: Runtime> std::fmt::Debug for Client<R> {
     }
 }
 
-impl<R: Runtime> Client<R> {
+impl Client {
     /// Settings for a forward client presenting `token`, with the CLI's defaults.
     pub fn builder(token: impl Into<String>) -> ClientBuilder {
         ClientBuilder::new(token)
@@ -404,7 +404,7 @@ fn unexpected(outcome: ConnectorOutcome) -> Error {
     }
 }
 
-impl<R: Runtime> Drop for Client<R> {
+impl Drop for Client {
     fn drop(&mut self) {
         self.stop.stop();
     }

@@ -17,7 +17,7 @@ use super::task::Outcome;
 use crate::driver::Driver;
 use crate::server::{pick_port, settle_listener, start_server, ServerRole};
 use crate::stop::{stop_pair, StopHandle};
-use crate::{Error, ProxyUrl, Runtime, ServerOptions, ServerTls, TokenSpec};
+use crate::{Error, ProxyUrl, Rt, Runtime, ServerOptions, ServerTls, TokenSpec};
 
 /// Where the HTTP/WebSocket port listens unless told otherwise (all IPv4 interfaces).
 pub const DEFAULT_WS_HOST: &str = "0.0.0.0";
@@ -32,8 +32,8 @@ pub const DEFAULT_SOCKS_HOST: &str = "127.0.0.1";
 /// ```no_run
 /// use linksocks_runtime::{Runtime, Server};
 ///
-/// async fn serve<R: Runtime>(rt: R) -> Result<(), linksocks_runtime::Error> {
-///     let server = Server::<R>::builder()
+/// async fn serve(rt: impl Runtime) -> Result<(), linksocks_runtime::Error> {
+///     let server = Server::builder()
 ///         .ws_addr("127.0.0.1", 0)
 ///         .forward_token("my-token")
 ///         .start(rt)
@@ -221,11 +221,12 @@ impl ServerBuilder {
     /// Bind the HTTP/WebSocket port and start serving on `rt`. Returns once the port
     /// listens; the server runs on `rt`'s tasks until [`Server::stop`] (or until the handle is
     /// dropped).
-    pub async fn start<R: Runtime>(self, rt: R) -> Result<Server<R>, Error> {
+    pub async fn start(self, rt: impl Runtime) -> Result<Server, Error> {
         let (stop, stopper) = stop_pair();
         let (tx, events) = Events::new();
         let outcome = Arc::new(Outcome::default());
-        let started = start_server(rt, self.opts.clone(), tx, stopper, outcome.clone()).await?;
+        let started =
+            start_server(Rt::new(rt), self.opts.clone(), tx, stopper, outcome.clone()).await?;
         Ok(Server {
             driver: started.driver,
             ws_addr: started.ws_addr,
@@ -323,8 +324,8 @@ pub struct ReverseTokenInfo {
 
 /// A running server. Dropping the handle stops the server (as [`Server::stop`] would, without
 /// waiting).
-pub struct Server<R: Runtime> {
-    driver: Arc<Driver<R, ServerRole>>,
+pub struct Server {
+    driver: Arc<Driver<ServerRole>>,
     ws_addr: SocketAddr,
     socks_host: String,
     events: Events,
@@ -332,7 +333,7 @@ pub struct Server<R: Runtime> {
     outcome: Arc<Outcome>,
 }
 
-impl<R: Runtime> std::fmt::Debug for Server<R> {
+impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Server")
             .field("ws_addr", &self.ws_addr)
@@ -340,7 +341,7 @@ impl<R: Runtime> std::fmt::Debug for Server<R> {
     }
 }
 
-impl<R: Runtime> Server<R> {
+impl Server {
     /// Settings for a server, with the CLI's defaults.
     pub fn builder() -> ServerBuilder {
         ServerBuilder::default()
@@ -384,16 +385,13 @@ impl<R: Runtime> Server<R> {
         settle_listener(&self.driver, &token).await;
         let state = self.driver.lock().machine.listener_state(&token);
         let port = match state {
-            ListenerState::Failed(_) => {
-                let source = self.driver.lock().last_bind_error.take();
+            ListenerState::Failed(failure) => {
                 self.driver.with(|m, now| m.remove_token(now, &token)).ok();
                 let socks = socks.expect("a listener was asked for");
-                return Err(Error::Bind {
-                    addr: crate::host_port(&socks.host, socks.port),
-                    source: source.unwrap_or_else(|| {
-                        Arc::new(std::io::Error::other("the SOCKS5 port could not be bound"))
-                    }),
-                });
+                return Err(Error::bind(
+                    crate::host_port(&socks.host, socks.port),
+                    failure.to_io_error(),
+                ));
             }
             ListenerState::Bound(a) => Some(a.port()),
             ListenerState::None | ListenerState::Opening => socks.map(|s| s.port),
@@ -461,7 +459,7 @@ impl<R: Runtime> Server<R> {
     }
 }
 
-impl<R: Runtime> Drop for Server<R> {
+impl Drop for Server {
     fn drop(&mut self) {
         self.stop.stop();
     }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use linksocks_core::session::{ClientConfig, ClientRole, ServerConfig, SocksListen};
 use linksocks_runtime::{
-    Client, ClientBuilder, ClientOptions, Error, Event, Events, Runtime, Server, ServerBuilder,
+    Client, ClientBuilder, ClientOptions, Error, Event, Events, Server, ServerBuilder,
     ServerOptions, StopHandle, TokenSpec,
 };
 
@@ -99,7 +99,7 @@ trait Running {
     fn wait(&self) -> impl std::future::Future<Output = Result<(), Error>>;
 }
 
-impl<R: Runtime> Running for Server<R> {
+impl Running for Server {
     fn events(&self) -> Events {
         Server::events(self)
     }
@@ -111,7 +111,7 @@ impl<R: Runtime> Running for Server<R> {
     }
 }
 
-impl<R: Runtime> Running for Client<R> {
+impl Running for Client {
     fn events(&self) -> Events {
         Client::events(self)
     }

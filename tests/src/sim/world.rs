@@ -16,6 +16,7 @@ use bytes::{Bytes, BytesMut};
 use linksocks_core::addr::TargetAddr;
 use linksocks_core::ids::SeededIds;
 use linksocks_core::session::plane::Plane;
+use linksocks_core::session::IoFailure;
 use linksocks_core::session::{
     ClientConfig, ClientMachine, ConnId, DataConfig, Event, LinkId, ListenerId, Machine, Output,
     ServerConfig, ServerMachine, UdpId,
@@ -1786,7 +1787,7 @@ impl World {
                 self.h_reported_closed(n, conn.0, true);
                 self.nodes[n]
                     .machine()
-                    .handle_dial_result(now, conn, Err(e));
+                    .handle_dial_result(now, conn, Err(IoFailure::other(e)));
                 self.drain(n);
             }
         }

@@ -1,5 +1,6 @@
 //! The dialling side: a Connect from a link becomes a local socket to the target.
 
+use crate::session::IoFailure;
 use std::sync::Arc;
 
 use tracing::{debug, info, trace};
@@ -165,7 +166,7 @@ impl Plane {
 
     /// The driver's report of an [`Output::Dial`]: answer the Connect with a ConnectResponse and,
     /// on success, start reading the socket.
-    pub fn dial_result(&mut self, now: Instant, conn: ConnId, result: Result<(), String>) {
+    pub fn dial_result(&mut self, now: Instant, conn: ConnId, result: Result<(), IoFailure>) {
         let Some(ConnState::Channel(key)) = self.conns.get(&conn).map(|c| &c.state) else {
             // The channel ended while the dial ran: drop the socket.
             if result.is_ok() {
@@ -186,8 +187,8 @@ impl Plane {
             Err(e) => {
                 // A denial after a lookup was logged by the driver, with the target.
                 debug!(%link, channel = %id, error = %e, "dial failed");
-                self.refuse_connect(link, id, &e);
-                self.remember_end(key, Ending::Refused(e));
+                self.refuse_connect(link, id, &e.message);
+                self.remember_end(key, Ending::Refused(e.message));
                 self.remove_channel(key, false);
             }
         }

@@ -2,6 +2,7 @@
 //! handshake or HTTP proxy request (the first byte decides, as in the reference), the answers,
 //! and the channel a routed request opens.
 
+use crate::session::IoFailure;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
@@ -91,7 +92,7 @@ impl Plane {
 
     /// The driver's report of an [`Output::Listen`]: on success record the address and emit
     /// [`Event::Listening`].
-    pub fn listener_bound(&mut self, listener: ListenerId, result: &Result<SocketAddr, String>) {
+    pub fn listener_bound(&mut self, listener: ListenerId, result: &Result<SocketAddr, IoFailure>) {
         if let (Some(l), Ok(addr)) = (self.listeners.get_mut(&listener), result) {
             l.bound = Some(*addr);
             self.out.push_back(Output::Event(Event::Listening {

@@ -43,7 +43,9 @@ use crate::socks::{Command, Request};
 use crate::time::Instant;
 use crate::wire::{Connect, DecodeLimits, Message};
 
+#[cfg_attr(not(feature = "internals"), allow(unused_imports))]
 pub use flow::stream::{ReplayLog, Stream};
+#[cfg_attr(not(feature = "internals"), allow(unused_imports))]
 pub use flow::{Resume, MIN_WINDOW, WINDOW_OVERSHOOT};
 
 /// Who is at the other end of a link, as far as resuming channels goes: a channel suspended
@@ -221,6 +223,7 @@ pub struct ListenerEntry {
     /// Where it listens and the credentials it asks for.
     pub socks: SocksListen,
     /// What the role attached (e.g. the reverse token the listener serves).
+    #[cfg_attr(not(feature = "internals"), allow(dead_code))] // for the simulation
     pub tag: String,
     /// The address the driver reported bound; `None` until then.
     pub bound: Option<SocketAddr>,
@@ -234,6 +237,7 @@ pub struct SocksRequest {
     /// The listener that accepted it.
     pub listener: ListenerId,
     /// CONNECT to a target or UDP ASSOCIATE.
+    #[cfg_attr(not(feature = "internals"), allow(dead_code))] // for the simulation
     pub command: Command,
 }
 
@@ -395,6 +399,11 @@ impl Plane {
         self.channels.len()
     }
 
+}
+
+/// Introspection for the simulation's invariants (with the `internals` feature).
+#[cfg(feature = "internals")]
+impl Plane {
     /// Local TCP sockets currently known.
     pub fn conn_count(&self) -> usize {
         self.conns.len()

@@ -1,6 +1,7 @@
 //! UDP associations: the relay socket of a SOCKS client, the socket a dialling side sends from,
 //! and datagrams between them and the link.
 
+use crate::session::IoFailure;
 use std::net::SocketAddr;
 
 use bytes::{Bytes, BytesMut};
@@ -18,7 +19,7 @@ use crate::wire::{Connect, Data, Message, Protocol, UdpTrailer};
 impl Plane {
     /// The driver's report of an [`Output::BindUdp`]: go on with the channel's Connect,
     /// ConnectResponse or SOCKS reply, or fail it.
-    pub fn udp_bound(&mut self, now: Instant, udp: UdpId, result: Result<SocketAddr, String>) {
+    pub fn udp_bound(&mut self, now: Instant, udp: UdpId, result: Result<SocketAddr, IoFailure>) {
         let Some(&key) = self.udps.get(&udp) else {
             return;
         };
@@ -64,7 +65,7 @@ impl Plane {
                         self.remove_channel(key, false);
                     }
                     _ => {
-                        self.refuse_connect(link, id, &e);
+                        self.refuse_connect(link, id, &e.message);
                         self.remove_channel(key, false);
                     }
                 }

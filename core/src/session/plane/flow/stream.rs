@@ -25,6 +25,7 @@ pub struct ReplayLog {
 
 impl ReplayLog {
     /// An empty log whose next byte is at `offset`.
+    #[cfg_attr(not(feature = "internals"), allow(dead_code))] // for the simulation
     pub fn at(offset: u64) -> Self {
         ReplayLog {
             chunks: VecDeque::new(),
@@ -44,6 +45,7 @@ impl ReplayLog {
     }
 
     /// Bytes held.
+    #[cfg_attr(not(feature = "internals"), allow(dead_code))] // for the simulation
     pub fn len(&self) -> usize {
         self.len
     }
