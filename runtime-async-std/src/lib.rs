@@ -12,8 +12,14 @@
 //!
 //! fn main() -> Result<(), Error> {
 //!     async_std::task::block_on(async {
-//!         let server = Server::builder().ws_addr("127.0.0.1", 8765).forward_token("secret").start(AsyncStd).await?;
-//!         let client = Client::builder("secret").url("ws://127.0.0.1:8765").start(AsyncStd)?;
+//!         let server = Server::builder()
+//!             .ws_addr("127.0.0.1", 8765)
+//!             .forward_token("secret")
+//!             .start(AsyncStd)
+//!             .await?;
+//!         let client = Client::builder("secret")
+//!             .url("ws://127.0.0.1:8765")
+//!             .start(AsyncStd)?;
 //!         client.ready().await?; // SOCKS5 and HTTP proxy on 127.0.0.1:9870
 //!         client.wait().await?;
 //!         server.stop().await

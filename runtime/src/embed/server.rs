@@ -218,6 +218,12 @@ impl ServerBuilder {
         &self.opts
     }
 
+    /// A port of the pool (1024-10240) free on the SOCKS5 host right now: what
+    /// [`Server::add_reverse_token`] takes for a token that names no port.
+    pub fn pick_socks_port(&self) -> Option<u16> {
+        pick_port(&self.opts.socks_host)
+    }
+
     /// Bind the HTTP/WebSocket port and start serving on `rt`. Returns once the port
     /// listens; the server runs on `rt`'s tasks until [`Server::stop`] (or until the handle is
     /// dropped).
@@ -401,7 +407,19 @@ impl Server {
 
     /// Add a connector token for the reverse token `reverse` (`None`: generate one).
     pub fn add_connector_token(&self, token: Option<&str>, reverse: &str) -> Result<String, Error> {
-        self.machine(|m| m.add_connector_token(token.map(str::to_string), reverse))
+        self.add_connector_token_with_rules(token, reverse, AccessRules::default())
+    }
+
+    /// Add a connector token whose requests may reach only what `rules` allow.
+    pub fn add_connector_token_with_rules(
+        &self,
+        token: Option<&str>,
+        reverse: &str,
+        rules: AccessRules,
+    ) -> Result<String, Error> {
+        self.machine(|m| {
+            m.add_connector_token_with_rules(token.map(str::to_string), reverse, rules)
+        })
     }
 
     /// Remove a token of any kind; its links are closed. [`Error::Token`] if unknown.

@@ -1,0 +1,68 @@
+"""Reverse mode: the SOCKS5 port on the server, providers dial."""
+
+import asyncio
+
+from linksocks_rs import Client, Server
+from conftest import echo_through, eventually, free_port
+
+
+def test_reverse_basic(echo):
+    with Server(ws_host="127.0.0.1", ws_port=free_port()) as srv:
+        res = srv.add_reverse_token()
+        assert res.token and res.port
+        with Client(res.token, ws_url=f"ws://127.0.0.1:{srv.ws_port}", reverse=True) as prov:
+            assert prov.is_connected
+            assert prov.socks_port is None  # a provider has no SOCKS5 port of its own
+            eventually(lambda: _listening(res.port), "the reverse SOCKS5 port opens")
+            echo_through(res.port, echo)
+
+
+def test_reverse_async_with_credentials(echo):
+    async def main():
+        async with Server(ws_host="127.0.0.1", ws_port=free_port()) as srv:
+            res = await srv.async_add_reverse_token(
+                token="rtok", port=free_port(), username="u", password="p"
+            )
+            assert res.token == "rtok"
+            async with Client("rtok", ws_url=f"ws://127.0.0.1:{srv.ws_port}", reverse=True):
+                await asyncio.to_thread(
+                    eventually, lambda: _listening(res.port), "the SOCKS5 port opens"
+                )
+                await asyncio.to_thread(echo_through, res.port, echo, auth=("u", "p"))
+
+    asyncio.run(main())
+
+
+def test_reverse_reconnect(echo):
+    with Server(ws_host="127.0.0.1", ws_port=free_port(), socks_wait_client=False) as srv:
+        res = srv.add_reverse_token()
+        url = f"ws://127.0.0.1:{srv.ws_port}"
+        prov = Client(res.token, ws_url=url, reverse=True)
+        prov.wait_ready(timeout=10)
+        echo_through(res.port, echo)
+        prov.close()
+        eventually(lambda: srv.get_token_client_count(res.token) == 0, "the provider leaves")
+        # Another provider of the same token takes over the same SOCKS5 port.
+        prov = Client(res.token, ws_url=url, reverse=True)
+        prov.wait_ready(timeout=10)
+        echo_through(res.port, echo)
+        prov.close()
+
+
+def test_round_robin_over_providers(echo):
+    with Server(ws_host="127.0.0.1", ws_port=free_port()) as srv:
+        res = srv.add_reverse_token()
+        url = f"ws://127.0.0.1:{srv.ws_port}"
+        with Client(res.token, ws_url=url, reverse=True), Client(
+            res.token, ws_url=url, reverse=True
+        ):
+            eventually(lambda: srv.get_token_client_count(res.token) == 2, "two providers")
+            for _ in range(6):
+                echo_through(res.port, echo, payload=b"x" * 1000)
+
+
+def _listening(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
