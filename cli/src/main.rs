@@ -40,9 +40,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use clap::{CommandFactory, FromArgMatches};
-use linksocks_runtime::{
-    Client, ClientBuilder, Error, Event, Events, Server, ServerBuilder, StopHandle,
-};
+use linksocks_runtime::{ClientBuilder, Error, Event, Running, ServerBuilder, StopHandle};
 use tracing::{debug, info, warn};
 use tracing_subscriber::EnvFilter;
 
@@ -195,37 +193,6 @@ enum Role {
     Server,
     Forward,
     Provider,
-}
-
-/// What the CLI needs of a running server or client.
-trait Running {
-    fn events(&self) -> Events;
-    fn stop_handle(&self) -> StopHandle;
-    fn wait(&self) -> impl Future<Output = Result<(), Error>>;
-}
-
-impl Running for Server {
-    fn events(&self) -> Events {
-        Server::events(self)
-    }
-    fn stop_handle(&self) -> StopHandle {
-        Server::stop_handle(self)
-    }
-    fn wait(&self) -> impl Future<Output = Result<(), Error>> {
-        Server::wait(self)
-    }
-}
-
-impl Running for Client {
-    fn events(&self) -> Events {
-        Client::events(self)
-    }
-    fn stop_handle(&self) -> StopHandle {
-        Client::stop_handle(self)
-    }
-    fn wait(&self) -> impl Future<Output = Result<(), Error>> {
-        Client::wait(self)
-    }
 }
 
 /// Start a server or client and run it until it ends or a signal stops it, logging its

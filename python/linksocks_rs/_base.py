@@ -100,6 +100,12 @@ def _seconds(value: Optional[DurationLike], what: str = "duration") -> Optional[
     return seconds
 
 
+def _timeout(value: Optional[DurationLike]) -> Optional[float]:
+    """A wait's limit in seconds: ``None`` and 0 mean none, as the reference reads them."""
+    seconds = _seconds(value, "timeout")
+    return seconds if seconds else None
+
+
 # ---------------------------------------------------------------- logging
 
 _tags = itertools.count(1)
@@ -132,8 +138,21 @@ def _effective_level(logger: logging.Logger) -> int:
     return level if level > 0 else logging.WARNING
 
 
+def _sync_level() -> None:
+    """The engine's level follows the loggers: the lowest any live instance's logger wants
+    now (a ``logging.basicConfig`` or ``setLevel`` after the instance was made counts)."""
+    global _native_level
+    levels = [_effective_level(lg) for lg in list(_loggers.values())]
+    level = min(levels, default=_effective_level(_logger))
+    with _listener_lock:
+        if level != _native_level:
+            _native_level = level
+            _native.set_native_log_level(level)
+
+
 def _listen() -> None:
     while True:
+        _sync_level()
         records, dropped = _native.next_records(200)
         if dropped:
             _logger.warning("%d log records of the engine were dropped (logging too slow)", dropped)
@@ -180,3 +199,56 @@ def _awaitable(start: Callable[[Callable[[Any, Any], None]], None]) -> "asyncio.
 
     start(done)
     return fut
+
+
+class _Lifecycle:
+    """Starting, waiting, closing and the context managers, the same for Server and Client:
+    ``self._native`` is the engine's object, ``self._what`` names it in errors."""
+
+    _native: Any
+    _what: str
+
+    def wait_ready(self, timeout: Optional[DurationLike] = None) -> None:
+        """Start (if not yet) and wait until ready; ``TimeoutError`` when ``timeout`` runs
+        out (``None`` or 0: no limit, as the reference), the engine's error (``BindError``,
+        ``AuthenticationError``, ...) otherwise."""
+        if not self._native.wait_ready(_timeout(timeout)):
+            raise TimeoutError(f"the {self._what} was not ready in time")
+
+    async def async_wait_ready(self, timeout: Optional[DurationLike] = None) -> None:
+        """``wait_ready`` without blocking the event loop; cancelling it closes the
+        instance, as the reference does."""
+        seconds = _timeout(timeout)
+        try:
+            await _awaitable(lambda done: self._native.wait_ready_async(done, seconds))
+        except asyncio.CancelledError:
+            self._native.close_nowait()
+            raise
+
+    def close(self) -> None:
+        """Stop and release the ports. Calling it again is harmless."""
+        self._native.close()
+
+    async def async_close(self) -> None:
+        """``close`` without blocking the event loop."""
+        await _awaitable(self._native.close_async)
+
+    def __enter__(self) -> Any:
+        self.wait_ready()
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Any:
+        await self.async_wait_ready()
+        return self
+
+    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        await self.async_close()
+
+    def __del__(self) -> None:
+        # Collected without close(): stop, without waiting (a finaliser must not block).
+        native = getattr(self, "_native", None)
+        if native is not None:
+            native.close_nowait()

@@ -7,11 +7,19 @@ import warnings
 from typing import Any, List, Optional
 
 from . import _native
-from ._base import DurationLike, AccessRule, _awaitable, _register_logger, _rules_json, _seconds
+from ._base import (
+    AccessRule,
+    DurationLike,
+    _Lifecycle,
+    _awaitable,
+    _register_logger,
+    _rules_json,
+    _seconds,
+)
 from ._server import _port
 
 
-class Client:
+class Client(_Lifecycle):
     """WebSocket SOCKS5 proxy client.
 
     Forward mode (default): a SOCKS5 (and HTTP proxy) port here whose connections leave from
@@ -71,7 +79,7 @@ class Client:
             ws_url: the server (default ``ws://localhost:8765``)
             reverse: be a reverse provider
             socks_host, socks_port: the SOCKS5 port of a forward client (default
-                ``127.0.0.1:1080``; port 0: the system picks, ``socks_port`` tells)
+                ``127.0.0.1:9870``; port 0: the system picks, ``socks_port`` tells)
             socks_username, socks_password: credentials SOCKS5 users must give
             socks_wait_server: open the SOCKS5 port only once connected (default True)
             reconnect: reconnect after the link is lost (default False, as the reference's
@@ -81,7 +89,7 @@ class Client:
             buffer_size: largest batch of one channel's data in a message
             channel_timeout: idle channels are closed after this (default 12 h)
             connect_timeout: connections must be made within this (default 10 s)
-            threads: WebSocket links to keep open (default 1)
+            threads: WebSocket links to keep open (default 1; 0 counts as 1)
             fast_open: answer SOCKS5 CONNECT before the server has dialled
             upstream_proxy: reach the server through this proxy (``socks5://``, ``http://``)
             upstream_username, upstream_password: its credentials
@@ -106,8 +114,9 @@ class Client:
             )
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)):
             raise TypeError(f"threads must be an int, not {type(threads).__name__}")
-        if threads is not None and threads < 1:
-            raise ValueError(f"threads must be at least 1, not {threads}")
+        if threads is not None and threads < 0:
+            raise ValueError(f"threads must not be negative, not {threads}")
+        self._what = "client"
         self._tag, self._logger = _register_logger(logger)
         self._native = _native.NativeClient(
             tag=self._tag,
@@ -115,7 +124,7 @@ class Client:
             ws_url=ws_url if ws_url is not None else "ws://localhost:8765",
             reverse=bool(reverse),
             socks_host=socks_host if socks_host is not None else "127.0.0.1",
-            socks_port=_port(socks_port, 1080, "socks_port"),
+            socks_port=_port(socks_port, 9870, "socks_port"),
             socks_username=socks_username,
             socks_password=socks_password,
             socks_wait_server=True if socks_wait_server is None else bool(socks_wait_server),
@@ -124,7 +133,7 @@ class Client:
             buffer_size=None if buffer_size is None else int(buffer_size),
             channel_timeout=_seconds(channel_timeout, "channel_timeout"),
             connect_timeout=_seconds(connect_timeout, "connect_timeout"),
-            threads=1 if threads is None else threads,
+            threads=max(1, threads or 1),
             fast_open=bool(fast_open),
             upstream_proxy=upstream_proxy,
             upstream_username=upstream_username,
@@ -145,6 +154,10 @@ class Client:
         """The Python logger of this client."""
         return self._logger
 
+    def __enter__(self) -> "Client":
+        # As the reference: `with` does not wait (call wait_ready); `async with` does.
+        return self
+
     @property
     def is_connected(self) -> bool:
         """Whether a link to the server is authenticated now."""
@@ -160,24 +173,6 @@ class Client:
         """A provider's connector token registered at start (``connector_token=`` given)."""
         return self._native.connector_token()
 
-    def wait_ready(self, timeout: Optional[DurationLike] = None) -> None:
-        """Start the client (if not yet) and wait until it is connected and, in forward mode,
-        its SOCKS5 port is open.
-
-        Raises ``TimeoutError`` when ``timeout`` runs out, ``AuthenticationError`` when the
-        token is refused, ``BindError`` when the SOCKS5 port cannot be opened,
-        ``ConnectError`` when the server cannot be reached with reconnection off.
-        """
-        if not self._native.wait_ready(_seconds(timeout, "timeout")):
-            raise TimeoutError("the client was not ready in time")
-
-    async def async_wait_ready(self, timeout: Optional[DurationLike] = None) -> None:
-        seconds = _seconds(timeout, "timeout")
-        try:
-            await _awaitable(lambda done: self._native.wait_ready_async(done, seconds))
-        except BaseException:
-            self._native.close_nowait()
-            raise
 
     def add_connector(self, connector_token: Optional[str]) -> str:
         """Provider: have the server register a connector token (generated if not given)."""
@@ -191,29 +186,3 @@ class Client:
     def remove_connector(self, connector_token: str) -> None:
         """Provider: have the server remove a connector token."""
         self._native.remove_connector(connector_token)
-
-    def close(self) -> None:
-        """Stop the client. Calling it again is harmless."""
-        self._native.close()
-
-    async def async_close(self) -> None:
-        await _awaitable(self._native.close_async)
-
-    def __enter__(self) -> "Client":
-        self.wait_ready()
-        return self
-
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        self.close()
-
-    async def __aenter__(self) -> "Client":
-        await self.async_wait_ready()
-        return self
-
-    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        await self.async_close()
-
-    def __del__(self) -> None:
-        native = getattr(self, "_native", None)
-        if native is not None:
-            native.close_nowait()

@@ -11,14 +11,14 @@ from ._base import (
     AccessRule,
     DurationLike,
     ReverseTokenResult,
-    _awaitable,
+    _Lifecycle,
     _register_logger,
     _rules_json,
     _seconds,
 )
 
 
-class Server:
+class Server(_Lifecycle):
     """WebSocket SOCKS5 proxy server.
 
     Forward mode: clients connect and the server makes the outbound connections for them.
@@ -96,6 +96,7 @@ class Server:
                 stacklevel=2,
             )
         keys = [k for k in [api_key, *(api_keys or [])] if k]
+        self._what = "server"
         self._tag, self._logger = _register_logger(logger)
         self._native = _native.NativeServer(
             tag=self._tag,
@@ -226,50 +227,6 @@ class Server:
         """Not tracked by this engine: always 0."""
         return 0
 
-    # ------------------------------------------------------------ life cycle
-
-    def wait_ready(self, timeout: Optional[DurationLike] = None) -> None:
-        """Start the server (if not yet) and wait until it listens.
-
-        Raises ``TimeoutError`` when ``timeout`` runs out, ``BindError`` when the port cannot
-        be opened.
-        """
-        if not self._native.wait_ready(_seconds(timeout, "timeout")):
-            raise TimeoutError("the server was not ready in time")
-
-    async def async_wait_ready(self, timeout: Optional[DurationLike] = None) -> None:
-        seconds = _seconds(timeout, "timeout")
-        try:
-            await _awaitable(lambda done: self._native.wait_ready_async(done, seconds))
-        except BaseException:
-            self._native.close_nowait()
-            raise
-
-    def close(self) -> None:
-        """Stop the server and release its ports. Calling it again is harmless."""
-        self._native.close()
-
-    async def async_close(self) -> None:
-        await _awaitable(self._native.close_async)
-
-    def __enter__(self) -> "Server":
-        self.wait_ready()
-        return self
-
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        self.close()
-
-    async def __aenter__(self) -> "Server":
-        await self.async_wait_ready()
-        return self
-
-    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        await self.async_close()
-
-    def __del__(self) -> None:
-        native = getattr(self, "_native", None)
-        if native is not None:
-            native.close_nowait()
 
 
 def _port(value: Optional[int], default: int, what: str) -> int:

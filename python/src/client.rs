@@ -4,16 +4,18 @@
 use std::sync::{Arc, Mutex};
 
 use linksocks_runtime_smol::{Client, ClientBuilder, Error, ProxyEnv};
-use pyo3::exceptions::{PyTimeoutError, PyValueError};
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
 use crate::convert::{rules, secs, to_py};
-use crate::executor::{block, complete_later, Tagged};
-use crate::server::{futures_or, upstream};
+use crate::executor::{block, complete_later, wait_ready, wait_ready_async, Tagged};
+use crate::server::upstream;
 
 enum State {
     Configured(Box<ClientBuilder>),
     Running(Arc<Client>),
+    /// It could not start (an unreadable CA file, say): every later call says why.
+    Failed(Error),
     Closed,
 }
 
@@ -31,10 +33,20 @@ impl Shared {
     fn started(&self) -> Result<Arc<Client>, Error> {
         let mut st = self.lock();
         match std::mem::replace(&mut *st, State::Closed) {
-            State::Configured(b) => {
-                let c = Arc::new(b.start(self.rt.clone())?);
-                *st = State::Running(c.clone());
-                Ok(c)
+            State::Configured(b) => match b.start(self.rt.clone()) {
+                Ok(c) => {
+                    let c = Arc::new(c);
+                    *st = State::Running(c.clone());
+                    Ok(c)
+                }
+                Err(e) => {
+                    *st = State::Failed(e.clone());
+                    Err(e)
+                }
+            },
+            State::Failed(e) => {
+                *st = State::Failed(e.clone());
+                Err(e)
             }
             State::Running(c) => {
                 *st = State::Running(c.clone());
@@ -186,42 +198,15 @@ impl NativeClient {
     /// `False` when `timeout` ran out.
     #[pyo3(signature = (timeout=None))]
     fn wait_ready(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
-        let timeout = secs(timeout, "timeout")?;
-        match block(
-            py,
-            self.shared.rt.wrap(self.shared.clone().ready()),
-            timeout,
-        )? {
-            None => Ok(false),
-            Some(r) => r.map(|_| true).map_err(to_py),
-        }
+        let ready = self.shared.rt.wrap(self.shared.clone().ready());
+        wait_ready(py, ready, secs(timeout, "timeout")?)
     }
 
     /// `wait_ready` without blocking: `done(True, None)` or `done(None, exception)`.
     #[pyo3(signature = (done, timeout=None))]
     fn wait_ready_async(&self, done: PyObject, timeout: Option<f64>) -> PyResult<()> {
-        let timeout = secs(timeout, "timeout")?;
-        let shared = self.shared.clone();
-        let rt = shared.rt.clone();
-        complete_later(
-            done,
-            rt.wrap(async move {
-                let ready = async { Some(shared.ready().await) };
-                let limit = async {
-                    match timeout {
-                        Some(t) => {
-                            smol::Timer::after(t).await;
-                            None
-                        }
-                        None => std::future::pending().await,
-                    }
-                };
-                match futures_or(ready, limit).await {
-                    Some(r) => r.map(|_| true).map_err(to_py),
-                    None => Err(PyTimeoutError::new_err("the client was not ready in time")),
-                }
-            }),
-        );
+        let ready = self.shared.rt.wrap(self.shared.clone().ready());
+        wait_ready_async(done, ready, secs(timeout, "timeout")?, "client");
         Ok(())
     }
 

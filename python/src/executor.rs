@@ -26,7 +26,12 @@ fn executor() -> &'static Arc<smol::Executor<'static>> {
         let run = ex.clone();
         std::thread::Builder::new()
             .name("linksocks-rs".into())
-            .spawn(move || smol::block_on(run.run(std::future::pending::<()>())))
+            .spawn(move || loop {
+                // A task that panics (a bug) must not take the engine down with it: every
+                // other server and client, and every call waiting on them, would hang.
+                let run = std::panic::AssertUnwindSafe(run.run(std::future::pending::<()>()));
+                let _ = std::panic::catch_unwind(|| smol::block_on(run));
+            })
             .expect("start the linksocks-rs thread");
         ex
     })
@@ -131,5 +136,46 @@ where
             })
         })
         .await;
+    });
+}
+
+/// Wait for an instance to be ready (`ready`) with the GIL released: `true` when it is,
+/// `false` when `timeout` ran out, the engine's error as an exception.
+pub fn wait_ready<T: Send + 'static>(
+    py: Python<'_>,
+    ready: impl Future<Output = Result<T, linksocks_runtime_smol::Error>> + Send + 'static,
+    timeout: Option<Duration>,
+) -> PyResult<bool> {
+    match block(py, ready, timeout)? {
+        None => Ok(false),
+        Some(r) => r.map(|_| true).map_err(crate::convert::to_py),
+    }
+}
+
+/// [`wait_ready`] for asyncio: `done(True, None)`, or `done(None, exception)` (a
+/// `TimeoutError` naming `what` when `timeout` ran out).
+pub fn wait_ready_async<T: Send + 'static>(
+    done: PyObject,
+    ready: impl Future<Output = Result<T, linksocks_runtime_smol::Error>> + Send + 'static,
+    timeout: Option<Duration>,
+    what: &'static str,
+) {
+    complete_later(done, async move {
+        let ready = async { Some(ready.await) };
+        let limit = async {
+            match timeout {
+                Some(t) => {
+                    smol::Timer::after(t).await;
+                    None
+                }
+                None => std::future::pending().await,
+            }
+        };
+        match smol::future::or(ready, limit).await {
+            Some(r) => r.map(|_| true).map_err(crate::convert::to_py),
+            None => Err(pyo3::exceptions::PyTimeoutError::new_err(format!(
+                "the {what} was not ready in time"
+            ))),
+        }
     });
 }

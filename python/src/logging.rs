@@ -90,9 +90,19 @@ impl Visit for Message {
 struct ToPython;
 
 impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for ToPython {
-    fn register_callsite(&self, _: &'static Metadata<'static>) -> tracing::subscriber::Interest {
-        // Asked again at every event: the level can change from Python at any time.
-        tracing::subscriber::Interest::sometimes()
+    fn register_callsite(&self, meta: &'static Metadata<'static>) -> tracing::subscriber::Interest {
+        // Cached per call site; a new level from Python rebuilds the cache
+        // (`set_native_log_level`), so a disabled `trace!` costs nothing on the data path.
+        if meta.is_span() || py_level(meta.level()) >= LEVEL.load(Ordering::Relaxed) {
+            tracing::subscriber::Interest::always()
+        } else {
+            tracing::subscriber::Interest::never()
+        }
+    }
+
+    fn max_level_hint(&self) -> Option<tracing::level_filters::LevelFilter> {
+        // Spans are always wanted (they carry the instance tag), so no hint below them.
+        None
     }
 
     fn enabled(&self, meta: &Metadata<'_>, _: Context<'_, S>) -> bool {
@@ -151,7 +161,10 @@ pub fn install() {
 /// Forward records at `level` (Python's numbers) and above.
 #[pyfunction]
 pub fn set_native_log_level(level: i64) {
-    LEVEL.store(level.clamp(0, 50) as u8, Ordering::Relaxed);
+    let level = level.clamp(0, 50) as u8;
+    if LEVEL.swap(level, Ordering::Relaxed) != level {
+        tracing::callsite::rebuild_interest_cache();
+    }
 }
 
 /// Wait up to `timeout_ms` for records, then return every one queued (GIL released while

@@ -7,11 +7,11 @@ use linksocks_runtime_smol::core::access::AccessConfig;
 use linksocks_runtime_smol::{
     parse_proxy_url, AccessRules, Error, ProxyUrl, ReverseToken, Server, ServerBuilder, TokenType,
 };
-use pyo3::exceptions::{PyTimeoutError, PyValueError};
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
 use crate::convert::{rules, secs, to_py};
-use crate::executor::{block, complete_later, Tagged};
+use crate::executor::{block, complete_later, wait_ready, wait_ready_async, Tagged};
 
 /// A token added before the server started, added to it when it starts.
 enum Pending {
@@ -47,67 +47,56 @@ impl Shared {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn set(&self, s: State) {
-        *self.lock() = s;
-        self.changed.notify(usize::MAX);
+    /// Start the server if it is only configured, in a task of its own that always ends with
+    /// the state `Running` or `Failed` (even when nobody waits for it any more).
+    fn start(self: &Arc<Self>) {
+        let (builder, pending) = {
+            let mut st = self.lock();
+            match std::mem::replace(&mut *st, State::Starting) {
+                State::Configured(b, p) => (b, p),
+                other => {
+                    *st = other;
+                    return;
+                }
+            }
+        };
+        let me = self.clone();
+        crate::executor::spawn(self.rt.wrap(async move {
+            let result = start_with(*builder, pending, me.rt.clone()).await;
+            *me.lock() = match result {
+                Ok(s) => State::Running(Arc::new(s)),
+                Err(e) => State::Failed(e),
+            };
+            me.changed.notify(usize::MAX);
+        }));
+    }
+
+    /// Once no start is under way: the running server, or why there is none (`None` while
+    /// it is only configured).
+    async fn settled(self: &Arc<Self>) -> Result<Option<Arc<Server>>, Error> {
+        loop {
+            let changed = self.changed.listen();
+            match &*self.lock() {
+                State::Configured(..) => return Ok(None),
+                State::Running(s) => return Ok(Some(s.clone())),
+                State::Failed(e) => return Err(e.clone()),
+                State::Closed => return Err(Error::Stopped),
+                State::Starting => {}
+            }
+            changed.await;
+        }
     }
 
     /// Start the server if it is only configured, then wait until it listens (or failed).
     async fn ready(self: Arc<Self>) -> Result<Arc<Server>, Error> {
-        loop {
-            let changed = self.changed.listen();
-            let start = {
-                let mut st = self.lock();
-                match std::mem::replace(&mut *st, State::Starting) {
-                    State::Configured(b, pending) => Some((b, pending)),
-                    State::Running(s) => {
-                        *st = State::Running(s.clone());
-                        return Ok(s);
-                    }
-                    State::Failed(e) => {
-                        *st = State::Failed(e.clone());
-                        return Err(e);
-                    }
-                    State::Closed => {
-                        *st = State::Closed;
-                        return Err(Error::Stopped);
-                    }
-                    State::Starting => None,
-                }
-            };
-            let Some((builder, pending)) = start else {
-                changed.await;
-                continue;
-            };
-            let result = start_with(*builder, pending, self.rt.clone()).await;
-            match result {
-                Ok(s) => {
-                    let s = Arc::new(s);
-                    // Closed while it started: it stops at once.
-                    let closed = {
-                        let mut st = self.lock();
-                        let closed = matches!(*st, State::Closed);
-                        if !closed {
-                            *st = State::Running(s.clone());
-                        }
-                        closed
-                    };
-                    if closed {
-                        let _ = s.stop().await;
-                        return Err(Error::Stopped);
-                    }
-                    self.changed.notify(usize::MAX);
-                    return Ok(s);
-                }
-                Err(e) => {
-                    self.set(State::Failed(e.clone()));
-                    return Err(e);
-                }
-            }
-        }
+        self.start();
+        self.settled().await?.ok_or(Error::Stopped)
     }
 
+    /// Stop the server; a start under way is waited for first, so that its ports are
+    /// released when this returns.
     async fn close(self: Arc<Self>) {
+        let _ = self.settled().await;
         let old = std::mem::replace(&mut *self.lock(), State::Closed);
         self.changed.notify(usize::MAX);
         if let State::Running(s) = old {
@@ -150,15 +139,21 @@ pub struct NativeServer {
 }
 
 impl NativeServer {
+    /// The running server (`None` while it is only configured), once a start under way has
+    /// settled; the reason there is none if it failed or was closed.
+    fn settled(&self, py: Python<'_>) -> PyResult<Option<Arc<Server>>> {
+        let shared = self.shared.clone();
+        block(py, async move { shared.settled().await }, None)?
+            .expect("no timeout")
+            .map_err(to_py)
+    }
+
+    /// The running server, if it runs now (for counters: no waiting, no error).
     fn running(&self) -> Option<Arc<Server>> {
         match &*self.shared.lock() {
             State::Running(s) => Some(s.clone()),
             _ => None,
         }
-    }
-
-    fn closed_error() -> PyErr {
-        to_py(Error::Stopped)
     }
 }
 
@@ -253,42 +248,15 @@ impl NativeServer {
     /// Start (if not yet) and wait until listening; `False` when `timeout` ran out.
     #[pyo3(signature = (timeout=None))]
     fn wait_ready(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
-        let timeout = secs(timeout, "timeout")?;
-        match block(
-            py,
-            self.shared.rt.wrap(self.shared.clone().ready()),
-            timeout,
-        )? {
-            None => Ok(false),
-            Some(r) => r.map(|_| true).map_err(to_py),
-        }
+        let ready = self.shared.rt.wrap(self.shared.clone().ready());
+        wait_ready(py, ready, secs(timeout, "timeout")?)
     }
 
     /// `wait_ready` without blocking: `done(True, None)` or `done(None, exception)`.
     #[pyo3(signature = (done, timeout=None))]
     fn wait_ready_async(&self, done: PyObject, timeout: Option<f64>) -> PyResult<()> {
-        let timeout = secs(timeout, "timeout")?;
-        let shared = self.shared.clone();
-        let rt = shared.rt.clone();
-        complete_later(
-            done,
-            rt.wrap(async move {
-                let ready = async { Some(shared.ready().await) };
-                let limit = async {
-                    match timeout {
-                        Some(t) => {
-                            smol::Timer::after(t).await;
-                            None
-                        }
-                        None => std::future::pending().await,
-                    }
-                };
-                match futures_or(ready, limit).await {
-                    Some(r) => r.map(|_| true).map_err(to_py),
-                    None => Err(PyTimeoutError::new_err("the server was not ready in time")),
-                }
-            }),
-        );
+        let ready = self.shared.rt.wrap(self.shared.clone().ready());
+        wait_ready_async(done, ready, secs(timeout, "timeout")?, "server");
         Ok(())
     }
 
@@ -301,7 +269,7 @@ impl NativeServer {
     ) -> PyResult<String> {
         let rules = crate::convert::rules(rules.as_deref())?;
         let token = token.filter(|t| !t.is_empty());
-        if let Some(s) = self.running() {
+        if let Some(s) = self.settled(py)? {
             return py
                 .allow_threads(|| s.add_forward_token_with_rules(token.as_deref(), rules))
                 .map_err(to_py);
@@ -331,7 +299,7 @@ impl NativeServer {
             r = r.credentials(username.unwrap_or_default(), password.unwrap_or_default());
         }
         let token = token.filter(|t| !t.is_empty());
-        if let Some(s) = self.running() {
+        if let Some(s) = self.settled(py)? {
             if let Some(t) = &token {
                 r = r.token(t.clone());
             }
@@ -369,7 +337,7 @@ impl NativeServer {
     ) -> PyResult<String> {
         let rules = crate::convert::rules(rules.as_deref())?;
         let token = connector_token.filter(|t| !t.is_empty());
-        if let Some(s) = self.running() {
+        if let Some(s) = self.settled(py)? {
             return py
                 .allow_threads(|| {
                     s.add_connector_token_with_rules(token.as_deref(), &reverse_token, rules)
@@ -383,7 +351,7 @@ impl NativeServer {
 
     /// Remove a token; whether it existed.
     fn remove_token(&self, py: Python<'_>, token: String) -> PyResult<bool> {
-        if let Some(s) = self.running() {
+        if let Some(s) = self.settled(py)? {
             return Ok(py.allow_threads(|| s.remove_token(&token)).is_ok());
         }
         let mut st = self.shared.lock();
@@ -477,7 +445,6 @@ impl NativeServer {
                 pending.push(p);
                 Ok(())
             }
-            State::Closed => Err(Self::closed_error()),
             _ => Err(to_py(Error::Stopped)),
         }
     }
@@ -504,12 +471,4 @@ pub fn upstream(
         p.password = password;
     }
     Ok(Some(p))
-}
-
-/// `a`, or `b`, whichever finishes first.
-pub async fn futures_or<T>(
-    a: impl std::future::Future<Output = T>,
-    b: impl std::future::Future<Output = T>,
-) -> T {
-    smol::future::or(a, b).await
 }

@@ -215,3 +215,9 @@ def udp_round(relay: Tuple[str, int], target: UdpEcho, payload: bytes) -> bytes:
             skip = 4 + (6 if atyp == 1 else 18)
             return data[skip:]
     raise AssertionError("no UDP answer through the relay")
+
+
+def started(client):
+    """``client`` once ready (as the reference, ``with Client(...)`` does not wait)."""
+    client.wait_ready(timeout=TIMEOUT)
+    return client

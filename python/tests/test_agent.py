@@ -6,7 +6,7 @@ import asyncio
 import pytest
 
 from linksocks_rs import Client, ConnectError, LinkSocksError, Server
-from conftest import echo_through, free_port
+from conftest import started, echo_through, free_port
 
 
 def test_connector(echo):
@@ -14,8 +14,8 @@ def test_connector(echo):
         rev = srv.add_reverse_token()
         conn = srv.add_connector_token("conn-token", rev.token)
         url = f"ws://127.0.0.1:{srv.ws_port}"
-        with Client(rev.token, ws_url=url, reverse=True):
-            with Client(conn, ws_url=url, socks_port=free_port()) as connector:
+        with started(Client(rev.token, ws_url=url, reverse=True)):
+            with started(Client(conn, ws_url=url, socks_port=free_port())) as connector:
                 echo_through(connector.socks_port, echo)
 
 
@@ -44,7 +44,7 @@ def test_autonomy(echo):
 def test_autonomy_refused_without_permission():
     with Server(ws_host="127.0.0.1", ws_port=free_port()) as srv:
         rev = srv.add_reverse_token()  # providers may not manage connectors
-        with Client(rev.token, ws_url=f"ws://127.0.0.1:{srv.ws_port}", reverse=True) as prov:
+        with started(Client(rev.token, ws_url=f"ws://127.0.0.1:{srv.ws_port}", reverse=True)) as prov:
             with pytest.raises(LinkSocksError, match="refused"):
                 prov.add_connector("nope")
 

@@ -23,7 +23,7 @@ from linksocks_rs import (
     ReverseTokenResult,
     Server,
 )
-from conftest import echo_through, eventually, free_port
+from conftest import started, echo_through, eventually, free_port
 
 
 def test_public_names():
@@ -55,7 +55,7 @@ def test_bad_server_arguments(kwargs, exc, text):
     [
         ({"ws_url": "ftp://x"}, ValueError, "scheme"),
         ({"socks_port": -1}, ValueError, "socks_port"),
-        ({"threads": 0}, ValueError, "threads"),
+        ({"threads": -1}, ValueError, "threads"),
         ({"threads": "2"}, TypeError, "threads"),
         ({"reconnect_delay": timedelta(seconds=-1)}, ValueError, "negative"),
         ({"entry_access_control": [AccessRule(addrs=[], ports=[(10, 5)])]}, ValueError, "rules"),
@@ -66,9 +66,28 @@ def test_bad_client_arguments(kwargs, exc, text):
         Client("t", **kwargs)
 
 
-def test_durations_in_every_form(echo):
+def test_durations_in_every_form():
     for value in (5, 2.5, timedelta(seconds=3), "1m30s", "300ms"):
         Server(connect_timeout=value, ws_port=free_port()).close()
+    # A string duration is read as such: the wait gives up after 300 ms, not 300 s.
+    cli = Client("t", ws_url=f"ws://127.0.0.1:{free_port()}", reconnect=True)
+    start = time.monotonic()
+    with pytest.raises(TimeoutError):
+        cli.wait_ready(timeout="300ms")
+    assert 0.25 <= time.monotonic() - start < 5
+    cli.close()
+
+
+def test_zero_means_no_limit_and_one_link(echo):
+    with Server(ws_host="127.0.0.1", ws_port=free_port()) as srv:
+        srv.wait_ready(timeout=0)  # as the reference: 0 is no limit
+        token = srv.add_forward_token()
+        cli = Client(token, ws_url=f"ws://127.0.0.1:{srv.ws_port}", socks_port=free_port(),
+                     threads=0)
+        cli.wait_ready(timeout=0)
+        echo_through(cli.socks_port, echo)
+        assert srv.get_token_client_count(token) == 1
+        cli.close()
 
 
 def test_wrong_token_raises_authentication_error():
@@ -144,7 +163,7 @@ def test_reverse_token_result_and_tokens_before_start(echo):
     srv.wait_ready()
     try:
         assert srv.get_client_count() == 0
-        with Client(conn, ws_url=f"ws://127.0.0.1:{srv.ws_port}", socks_port=free_port()):
+        with started(Client(conn, ws_url=f"ws://127.0.0.1:{srv.ws_port}", socks_port=free_port())):
             pass
     finally:
         srv.close()
@@ -155,7 +174,7 @@ def test_access_rules_limit_forward_clients(echo):
         token = srv.add_forward_token_with_rules(
             None, [AccessRule(addrs=["127.0.0.1"], ports=[echo.port])]
         )
-        with Client(token, ws_url=f"ws://127.0.0.1:{srv.ws_port}", socks_port=free_port()) as cli:
+        with started(Client(token, ws_url=f"ws://127.0.0.1:{srv.ws_port}", socks_port=free_port())) as cli:
             echo_through(cli.socks_port, echo)
             from conftest import socks5_connect
 
@@ -182,13 +201,14 @@ def test_log_records_reach_python_logging():
 
 
 def test_ctrl_c_interrupts_a_blocking_wait():
+    # The child waits forever (reconnect on, nobody listening) until Ctrl-C.
     script = textwrap.dedent(
         f"""
-        import sys, time
+        import sys
         from linksocks_rs import Client
         c = Client("t", ws_url="ws://127.0.0.1:{free_port()}", reconnect=True)
-        print("waiting", flush=True)
         try:
+            print("waiting", flush=True)
             c.wait_ready()
         except KeyboardInterrupt:
             c.close()
@@ -198,9 +218,13 @@ def test_ctrl_c_interrupts_a_blocking_wait():
         """
     )
     p = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
-    assert p.stdout.readline().strip() == "waiting"
-    time.sleep(0.5)
-    p.send_signal(signal.SIGINT)
-    out, _ = p.communicate(timeout=20)
-    assert p.returncode == 0, out
-    assert "interrupted" in out
+    try:
+        assert p.stdout.readline().strip() == "waiting"
+        sent = time.monotonic()
+        p.send_signal(signal.SIGINT)
+        out, _ = p.communicate(timeout=20)
+        assert p.returncode == 0, out
+        assert "interrupted" in out
+        assert time.monotonic() - sent < 5, "Ctrl-C took long to reach Python"
+    finally:
+        p.kill()

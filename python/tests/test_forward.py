@@ -2,18 +2,19 @@
 
 import asyncio
 import socket
+import time
 
 import pytest
 
 from linksocks_rs import Client, Server
-from conftest import EchoServer, echo_through, eventually, free_port, socks5_connect
+from conftest import started, EchoServer, echo_through, eventually, free_port, socks5_connect
 
 
 def test_forward_basic(echo):
     with Server(ws_host="127.0.0.1", ws_port=free_port()) as srv:
         token = srv.add_forward_token()
         url = f"ws://127.0.0.1:{srv.ws_port}"
-        with Client(token, ws_url=url, socks_port=free_port()) as cli:
+        with started(Client(token, ws_url=url, socks_port=free_port())) as cli:
             assert cli.is_connected
             echo_through(cli.socks_port, echo)
             assert srv.get_token_client_count(token) == 1
@@ -28,19 +29,51 @@ def test_forward_async(echo):
             async with Client(
                 token, ws_url=f"ws://127.0.0.1:{srv.ws_port}", socks_port=free_port()
             ) as cli:
-                # The event loop keeps running while the tunnel carries data.
-                ticks = 0
-
-                async def ticker():
-                    nonlocal ticks
-                    while True:
-                        ticks += 1
-                        await asyncio.sleep(0.001)
-
-                t = asyncio.create_task(ticker())
                 await asyncio.to_thread(echo_through, cli.socks_port, echo)
-                t.cancel()
-                assert ticks > 0
+                assert cli.is_connected
+            assert not cli.is_connected
+
+    asyncio.run(main())
+
+
+def test_async_waits_do_not_block_the_event_loop(echo):
+    """A client waits about a second for a server that a task of the same loop starts
+    meanwhile: a blocking wait would hold the loop, the server would never start, and the
+    loop's ticks would stop."""
+
+    async def main():
+        port = free_port()
+        cli = Client("tok", ws_url=f"ws://127.0.0.1:{port}", socks_port=free_port(),
+                     reconnect=True, reconnect_delay=0.1)
+        gaps = []
+
+        async def ticker():
+            last = time.monotonic()
+            while True:
+                await asyncio.sleep(0.01)
+                now = time.monotonic()
+                gaps.append(now - last)
+                last = now
+
+        async def late_server():
+            await asyncio.sleep(1.0)
+            srv = Server(ws_host="127.0.0.1", ws_port=port)
+            srv.add_forward_token("tok")
+            await srv.async_wait_ready()
+            return srv
+
+        tick = asyncio.create_task(ticker())
+        server_task = asyncio.create_task(late_server())
+        start = time.monotonic()
+        await cli.async_wait_ready(timeout=20)
+        waited = time.monotonic() - start
+        srv = await server_task
+        await asyncio.to_thread(echo_through, cli.socks_port, echo)
+        await cli.async_close()
+        await srv.async_close()
+        tick.cancel()
+        assert waited >= 0.9, f"the client was ready before its server started ({waited:.2f} s)"
+        assert max(gaps) < 0.5, f"the event loop stalled for {max(gaps):.2f} s"
 
     asyncio.run(main())
 
@@ -68,21 +101,21 @@ def test_token_added_before_start_and_removed(echo):
 def test_ipv6(echo6):
     with Server(ws_host="::1", ws_port=free_port("::1")) as srv:
         token = srv.add_forward_token()
-        with Client(
+        with started(Client(
             token,
             ws_url=f"ws://[::1]:{srv.ws_port}",
             socks_host="::1",
             socks_port=free_port("::1"),
-        ) as cli:
+        )) as cli:
             echo_through(cli.socks_port, echo6, socks_host="::1")
 
 
 def test_threads(echo):
     with Server(ws_host="127.0.0.1", ws_port=free_port()) as srv:
         token = srv.add_forward_token()
-        with Client(
+        with started(Client(
             token, ws_url=f"ws://127.0.0.1:{srv.ws_port}", socks_port=free_port(), threads=3
-        ) as cli:
+        )) as cli:
             eventually(lambda: srv.get_token_client_count(token) == 3, "three links")
             socks = [socks5_connect(cli.socks_port, echo.host, echo.port) for _ in range(12)]
             for i, s in enumerate(socks):
@@ -125,13 +158,13 @@ def test_forward_reconnect(echo):
 def test_socks_credentials(echo):
     with Server(ws_host="127.0.0.1", ws_port=free_port()) as srv:
         token = srv.add_forward_token()
-        with Client(
+        with started(Client(
             token,
             ws_url=f"ws://127.0.0.1:{srv.ws_port}",
             socks_port=free_port(),
             socks_username="u",
             socks_password="p",
-        ) as cli:
+        )) as cli:
             echo_through(cli.socks_port, echo, auth=("u", "p"))
             with socket.create_connection(("127.0.0.1", cli.socks_port)) as s:
                 s.sendall(b"\x05\x01\x00")  # no-auth only: refused

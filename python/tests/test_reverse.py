@@ -3,14 +3,14 @@
 import asyncio
 
 from linksocks_rs import Client, Server
-from conftest import echo_through, eventually, free_port
+from conftest import started, echo_through, eventually, free_port
 
 
 def test_reverse_basic(echo):
     with Server(ws_host="127.0.0.1", ws_port=free_port()) as srv:
         res = srv.add_reverse_token()
         assert res.token and res.port
-        with Client(res.token, ws_url=f"ws://127.0.0.1:{srv.ws_port}", reverse=True) as prov:
+        with started(Client(res.token, ws_url=f"ws://127.0.0.1:{srv.ws_port}", reverse=True)) as prov:
             assert prov.is_connected
             assert prov.socks_port is None  # a provider has no SOCKS5 port of its own
             eventually(lambda: _listening(res.port), "the reverse SOCKS5 port opens")
@@ -49,13 +49,13 @@ def test_reverse_reconnect(echo):
         prov.close()
 
 
-def test_round_robin_over_providers(echo):
+def test_two_providers_of_one_token(echo):
     with Server(ws_host="127.0.0.1", ws_port=free_port()) as srv:
         res = srv.add_reverse_token()
         url = f"ws://127.0.0.1:{srv.ws_port}"
-        with Client(res.token, ws_url=url, reverse=True), Client(
+        with started(Client(res.token, ws_url=url, reverse=True)), started(Client(
             res.token, ws_url=url, reverse=True
-        ):
+        )):
             eventually(lambda: srv.get_token_client_count(res.token) == 2, "two providers")
             for _ in range(6):
                 echo_through(res.port, echo, payload=b"x" * 1000)

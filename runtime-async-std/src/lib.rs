@@ -44,7 +44,8 @@ pub use linksocks_core::{
 /// The server, the client and everything needed to configure them.
 pub use linksocks_runtime::{
     proxy_url::parse_proxy_url, Client, ClientBuilder, ConfigError, Error, Event, Events, ProxyEnv,
-    ProxyUrl, ReverseToken, ReverseTokenInfo, Runtime, Server, ServerBuilder, StopHandle, TlsError,
+    ProxyUrl, ReverseToken, ReverseTokenInfo, Running, Runtime, Server, ServerBuilder, StopHandle,
+    TlsError,
 };
 /// The protocol core and the shared runtime, for what the re-exports above do not cover.
 pub use {linksocks_core as core, linksocks_runtime as runtime};

@@ -7,5 +7,24 @@ mod forward_client;
 
 #[test]
 fn forward_client_example() {
-    forward_client::run(Vec::new()).expect("the example runs");
+    within_a_minute(|| forward_client::run(Vec::new()).expect("the example runs"));
+}
+
+/// Runs `f` on a thread of its own; fails if it has not finished within a minute (an example
+/// that hangs must fail the run, not stall it).
+fn within_a_minute(f: impl FnOnce() + Send + 'static) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let t = std::thread::spawn(move || {
+        f();
+        let _ = tx.send(());
+    });
+    match rx.recv_timeout(std::time::Duration::from_secs(60)) {
+        Ok(()) => t.join().unwrap(),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            if let Err(e) = t.join() {
+                std::panic::resume_unwind(e);
+            }
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!("not done within a minute"),
+    }
 }

@@ -448,7 +448,8 @@ impl<P: Role> Driver<P> {
 
     pub fn report(&self, e: UserEvent) {
         if let Some(tx) = &self.events {
-            let _ = tx.try_send(e);
+            // Bounded: when nobody reads the events, the oldest make way for the newest.
+            let _ = tx.force_send(e);
         }
     }
 

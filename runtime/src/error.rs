@@ -49,8 +49,8 @@ pub enum Error {
         /// What happened, in full.
         reason: String,
         /// Why the last attempt to reach the server failed, when one did: [`Error::Tls`],
-        /// [`Error::UpstreamProxy`], [`Error::Protocol`] or [`Error::Unreachable`].
-        #[source]
+        /// [`Error::UpstreamProxy`], [`Error::Protocol`] or [`Error::Unreachable`]. Not a
+        /// `source()`: `reason` already says it, and an error chain would print it twice.
         cause: Option<Box<Error>>,
     },
     /// The server's address could not be resolved or connected to.

@@ -44,6 +44,7 @@ mod stop;
 
 pub use embed::client::{Client, ClientBuilder, DEFAULT_SOCKS_PORT, DEFAULT_URL};
 pub use embed::events::{Event, Events, EVENT_BUFFER};
+pub use embed::running::Running;
 pub use embed::server::{
     ReverseToken, ReverseTokenInfo, Server, ServerBuilder, DEFAULT_SOCKS_HOST, DEFAULT_WS_HOST,
     DEFAULT_WS_PORT,

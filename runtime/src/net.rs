@@ -84,8 +84,10 @@ impl AsyncWrite for TcpStream {
         Pin::new(&mut &*self.0).poll_flush(cx)
     }
 
-    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut &*self.0).poll_close(cx)
+    fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // A FIN, as smol's stream sent (async-io's flushes only): the WebSocket close of a
+        // link ends its TCP connection at once, not when both halves are dropped.
+        Poll::Ready(self.0.get_ref().shutdown(Shutdown::Write))
     }
 }
 

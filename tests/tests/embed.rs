@@ -148,7 +148,7 @@ fn smol_on_the_applications_own_executor() {
     within_a_minute(|| {
         let ex = Arc::new(smol::Executor::new());
         let rt = linksocks_runtime_smol::OnExecutor(ex.clone());
-        // Only the application's executor runs (no global one is touched by the library).
+        // Only the application's executor runs the library's tasks: nothing else drives them.
         smol::block_on(ex.run(forward_echo(rt, Adapter::Executor(ex.clone()))))
     });
 }

@@ -49,11 +49,14 @@ pub const DEFAULT_SOCKS_PORT: u16 = 9870;
 #[derive(Clone, Debug)]
 pub struct ClientBuilder {
     opts: ClientOptions,
+    /// Access rules, given to the side the role calls for at start (whatever the order of
+    /// the builder calls).
+    rules: Option<AccessRules>,
 }
 
 impl From<ClientOptions> for ClientBuilder {
     fn from(opts: ClientOptions) -> Self {
-        ClientBuilder { opts }
+        ClientBuilder { opts, rules: None }
     }
 }
 
@@ -74,6 +77,7 @@ impl ClientBuilder {
                 max_message_size: linksocks_core::wire::MAX_MESSAGE_SIZE,
                 tls: ClientTls::default(),
             },
+            rules: None,
         }
     }
 
@@ -172,11 +176,7 @@ impl ClientBuilder {
     /// Forward client: requests entering the SOCKS5 port may reach only what these allow.
     /// Provider: only what these allow is dialled (`--access-rule`).
     pub fn access_rules(mut self, rules: AccessRules) -> Self {
-        let rules = Arc::new(rules);
-        match self.opts.machine.role {
-            ClientRole::Provider => self.opts.machine.data.dial_rules = rules,
-            ClientRole::Forward => self.opts.machine.entry_rules = rules,
-        }
+        self.rules = Some(rules);
         self
     }
 
@@ -231,6 +231,13 @@ impl ClientBuilder {
     /// Start the client on `rt`: its links open in the background ([`Client::ready`] waits for
     /// them). Fails at once on settings that cannot work (a bad URL, an unreadable CA file).
     pub fn start(mut self, rt: impl Runtime) -> Result<Client, Error> {
+        if let Some(rules) = self.rules.take() {
+            let rules = Arc::new(rules);
+            match self.opts.machine.role {
+                ClientRole::Provider => self.opts.machine.data.dial_rules = rules,
+                ClientRole::Forward => self.opts.machine.entry_rules = rules,
+            }
+        }
         if self.opts.machine.instance == InstanceId::default() {
             let mut bytes = [0u8; 16];
             crate::server::os_ids().fill(&mut bytes);
@@ -376,7 +383,10 @@ impl Client {
                 });
             }
             let sleep = self.driver.rt.sleep_until(deadline);
-            futures_lite::future::or(changed, sleep).await;
+            let stopped = async {
+                let _ = self.outcome.wait().await;
+            };
+            futures_lite::future::or(futures_lite::future::or(changed, sleep), stopped).await;
         }
     }
 

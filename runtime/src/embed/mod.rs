@@ -4,5 +4,6 @@
 
 pub mod client;
 pub mod events;
+pub mod running;
 pub mod server;
 pub(crate) mod task;

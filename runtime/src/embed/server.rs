@@ -45,6 +45,9 @@ pub const DEFAULT_SOCKS_HOST: &str = "127.0.0.1";
 #[derive(Clone, Debug)]
 pub struct ServerBuilder {
     opts: ServerOptions,
+    /// Reverse tokens to start with, made into token specs at start (with the final
+    /// SOCKS5 host, whatever the order of the builder calls).
+    reverse: Vec<ReverseToken>,
 }
 
 impl Default for ServerBuilder {
@@ -62,13 +65,17 @@ impl Default for ServerBuilder {
                 max_message_size: linksocks_core::wire::MAX_MESSAGE_SIZE,
                 tls: None,
             },
+            reverse: Vec::new(),
         }
     }
 }
 
 impl From<ServerOptions> for ServerBuilder {
     fn from(opts: ServerOptions) -> Self {
-        ServerBuilder { opts }
+        ServerBuilder {
+            opts,
+            reverse: Vec::new(),
+        }
     }
 }
 
@@ -106,8 +113,7 @@ impl ServerBuilder {
     /// [`Server::tokens`]). Its SOCKS5 port opens at the first provider unless
     /// [`ServerBuilder::socks_nowait`].
     pub fn reverse_token(mut self, token: ReverseToken) -> Self {
-        let host = self.opts.socks_host.clone();
-        self.opts.tokens.push(token.into_spec(&host));
+        self.reverse.push(token);
         self
     }
 
@@ -213,7 +219,8 @@ impl ServerBuilder {
         self
     }
 
-    /// The settings so far.
+    /// The settings so far (reverse tokens of [`ServerBuilder::reverse_token`] join
+    /// `tokens` at start).
     pub fn options(&self) -> &ServerOptions {
         &self.opts
     }
@@ -227,7 +234,10 @@ impl ServerBuilder {
     /// Bind the HTTP/WebSocket port and start serving on `rt`. Returns once the port
     /// listens; the server runs on `rt`'s tasks until [`Server::stop`] (or until the handle is
     /// dropped).
-    pub async fn start(self, rt: impl Runtime) -> Result<Server, Error> {
+    pub async fn start(mut self, rt: impl Runtime) -> Result<Server, Error> {
+        let host = self.opts.socks_host.clone();
+        let reverse = self.reverse.drain(..).map(|r| r.into_spec(&host));
+        self.opts.tokens.extend(reverse);
         let (stop, stopper) = stop_pair();
         let (tx, events) = Events::new();
         let outcome = Arc::new(Outcome::default());

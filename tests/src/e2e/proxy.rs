@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use linksocks_core::session::{ClientConfig, ClientRole, ServerConfig, SocksListen};
 use linksocks_runtime::{
-    Client, ClientBuilder, ClientOptions, Error, Event, Events, Server, ServerBuilder,
-    ServerOptions, StopHandle, TokenSpec,
+    ClientBuilder, ClientOptions, Error, Event, Events, Running, ServerBuilder, ServerOptions,
+    StopHandle, TokenSpec,
 };
 
 /// How long a test waits for a proxy to report something it must report soon.
@@ -90,37 +90,6 @@ pub struct Proxy {
     /// The proxy's result, sent when it ends.
     done: mpsc::Receiver<Result<(), Error>>,
     result: Option<Result<(), Error>>,
-}
-
-/// What the harness needs of a started [`Server`] or [`Client`].
-trait Running {
-    fn events(&self) -> Events;
-    fn stop_handle(&self) -> StopHandle;
-    fn wait(&self) -> impl std::future::Future<Output = Result<(), Error>>;
-}
-
-impl Running for Server {
-    fn events(&self) -> Events {
-        Server::events(self)
-    }
-    fn stop_handle(&self) -> StopHandle {
-        Server::stop_handle(self)
-    }
-    fn wait(&self) -> impl std::future::Future<Output = Result<(), Error>> {
-        Server::wait(self)
-    }
-}
-
-impl Running for Client {
-    fn events(&self) -> Events {
-        Client::events(self)
-    }
-    fn stop_handle(&self) -> StopHandle {
-        Client::stop_handle(self)
-    }
-    fn wait(&self) -> impl std::future::Future<Output = Result<(), Error>> {
-        Client::wait(self)
-    }
 }
 
 /// What the proxy thread tells the harness once the start returned.
