@@ -34,6 +34,33 @@ def test_reverse_async_with_credentials(echo):
 
 
 def test_reverse_reconnect(echo):
+    """The server restarts; the provider (reconnect on) comes back by itself."""
+    port, socks = free_port(), free_port()
+
+    def server():
+        srv = Server(ws_host="127.0.0.1", ws_port=port, socks_wait_client=False)
+        srv.add_reverse_token(token="rtok", port=socks)
+        srv.wait_ready()
+        return srv
+
+    srv = server()
+    prov = Client("rtok", ws_url=f"ws://127.0.0.1:{port}", reverse=True, reconnect=True,
+                  reconnect_delay=0.1)
+    try:
+        prov.wait_ready(timeout=10)
+        echo_through(socks, echo)
+        srv.close()
+        eventually(lambda: not prov.is_connected, "the provider notices the server is gone")
+        srv = server()
+        eventually(lambda: prov.is_connected, "the provider reconnects")
+        eventually(lambda: srv.get_token_client_count("rtok") == 1, "the server counts it")
+        echo_through(socks, echo)
+    finally:
+        prov.close()
+        srv.close()
+
+
+def test_another_provider_takes_over(echo):
     with Server(ws_host="127.0.0.1", ws_port=free_port(), socks_wait_client=False) as srv:
         res = srv.add_reverse_token()
         url = f"ws://127.0.0.1:{srv.ws_port}"
