@@ -163,6 +163,11 @@ class Client(_Lifecycle):
         """Whether a link to the server is authenticated now."""
         return self._native.is_connected()
 
+    def get_partners_count(self) -> int:
+        """How many partners the server last reported: providers of this connector's token,
+        or connectors of this provider's (0 before any report)."""
+        return self._native.partners()
+
     @property
     def socks_port(self) -> Optional[int]:
         """The SOCKS5 port of a forward client, once open."""

@@ -258,6 +258,11 @@ impl NativeClient {
             .is_some_and(|c| py.allow_threads(|| c.is_connected()))
     }
 
+    /// The server's last Partners count.
+    fn partners(&self) -> i64 {
+        self.shared.running().map_or(0, |c| c.partners())
+    }
+
     fn socks_port(&self) -> Option<u16> {
         self.shared
             .running()

@@ -6,7 +6,7 @@ import asyncio
 import pytest
 
 from linksocks_rs import Client, ConnectError, LinkSocksError, Server
-from conftest import started, echo_through, free_port
+from conftest import started, echo_through, eventually, free_port
 
 
 def test_connector(echo):
@@ -14,9 +14,11 @@ def test_connector(echo):
         rev = srv.add_reverse_token()
         conn = srv.add_connector_token("conn-token", rev.token)
         url = f"ws://127.0.0.1:{srv.ws_port}"
-        with started(Client(rev.token, ws_url=url, reverse=True)):
+        with started(Client(rev.token, ws_url=url, reverse=True)) as prov:
             with started(Client(conn, ws_url=url, socks_port=free_port())) as connector:
                 echo_through(connector.socks_port, echo)
+                eventually(lambda: connector.get_partners_count() == 1, "one provider reported")
+                eventually(lambda: prov.get_partners_count() == 1, "one connector reported")
 
 
 def test_autonomy(echo):

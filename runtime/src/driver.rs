@@ -348,6 +348,8 @@ pub struct State<M> {
     pub socks_addr: Option<SocketAddr>,
     /// Client: the connector token registered at start (autonomy).
     pub connector_token: Option<String>,
+    /// The peer's last Partners count.
+    pub partners: i64,
     /// Answers to connector requests of the handle, until it collects them.
     pub connector_answers: HashMap<ChannelId, ConnectorOutcome>,
     /// Client: why the last attempt to open a link failed (more telling than the machine's
@@ -415,6 +417,7 @@ impl<P: Role> Driver<P> {
                 fatal: None,
                 socks_addr: None,
                 connector_token: None,
+                partners: 0,
                 connector_answers: HashMap::new(),
                 last_link_error: None,
             }),
@@ -653,6 +656,7 @@ impl<P: Role> Driver<P> {
             },
             MachineEvent::Partners { count } => {
                 info!("partners: {count}");
+                st.partners = count;
                 self.report(UserEvent::Partners(count));
             }
             MachineEvent::ConnectorToken { token } => {

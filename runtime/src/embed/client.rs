@@ -321,6 +321,12 @@ impl Client {
         self.driver.lock().connector_token.clone()
     }
 
+    /// How many partners the server last reported: providers of our token (a forward client
+    /// or connector) or connectors (a provider); 0 before any report.
+    pub fn partners(&self) -> i64 {
+        self.driver.lock().partners
+    }
+
     /// This client's events from its start (see [`Events`]).
     pub fn events(&self) -> Events {
         self.events.clone()
