@@ -69,14 +69,16 @@ pub async fn allowed_addrs(
 
 /// Dial `target` for `link`'s Connect under access `rules` (all must allow; see
 /// `Output::Dial`): resolve once, connect only to the addresses allowed, directly or through
-/// `upstream` by address. Nothing allowed: logged once and `Err` of exactly [`DIAL_BLOCKED`],
-/// the text the far side gets in ConnectResponse.
+/// `upstream` by address; `allowed` is called once the rules passed, before connecting.
+/// Nothing allowed: logged once and `Err` of exactly [`DIAL_BLOCKED`], the text the far side
+/// gets in ConnectResponse.
 pub async fn connect_allowed(
     rt: &Rt,
     upstream: Option<&ProxyUrl>,
     link: LinkId,
     target: &TargetAddr,
     rules: &[Arc<AccessRules>],
+    allowed: impl FnOnce(),
 ) -> Result<(TcpStream, Bytes), String> {
     let addrs = match allowed_addrs(rt, target, rules).await {
         Ok(a) => a,
@@ -85,6 +87,7 @@ pub async fn connect_allowed(
             return Err(DIAL_BLOCKED.to_string());
         }
     };
+    allowed();
     match upstream {
         None => connect_addrs(rt, addrs).await.map(|s| (s, Bytes::new())),
         Some(p) => {

@@ -1153,9 +1153,17 @@ impl<P: Role> Driver<P> {
                 try_write: None,
             },
         );
-        if self.events.is_some() {
-            self.report(UserEvent::Dialing(target.to_string()));
-        }
+        // Reported when this side is about to dial: at once without rules, once they passed
+        // with them (a denied destination is never "dialled").
+        let dialing = {
+            let me = self.clone();
+            let target = target.to_string();
+            move || {
+                if me.events.is_some() {
+                    me.report(UserEvent::Dialing(target));
+                }
+            }
+        };
         let me = self.clone();
         self.rt.spawn(async move {
             let sleep = me.rt.sleep_until(StdInstant::now() + timeout);
@@ -1163,10 +1171,11 @@ impl<P: Role> Driver<P> {
                 if !rules.is_empty() {
                     let upstream = me.upstream.as_ref();
                     return crate::connect::connect_allowed(
-                        &me.rt, upstream, link, &target, &rules,
+                        &me.rt, upstream, link, &target, &rules, dialing,
                     )
                     .await;
                 }
+                dialing();
                 match &me.upstream {
                     Some(p) => crate::proxy::connect_via(&me.rt, p, &target).await,
                     None => crate::connect::connect_target(&me.rt, &target)

@@ -57,6 +57,12 @@ fn assert_never_reached(denied: &TcpServer, dialled: &[String]) {
     );
     let ip = denied.addr.to_string();
     assert!(!dialled.contains(&ip), "{ip} was dialled: {dialled:?}");
+    // Nor by name: a denied name is checked after its lookup, before any dial is reported.
+    let by_name = format!("localhost:{}", denied.addr.port());
+    assert!(
+        !dialled.contains(&by_name),
+        "{by_name} was dialled: {dialled:?}"
+    );
 }
 
 /// A forward client of `token` once authenticated; its SOCKS5 address.
