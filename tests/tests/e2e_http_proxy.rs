@@ -85,8 +85,20 @@ fn forward_client_fast_open(rt: Rt) {
     let mut opts = client_options(&server.url(), "tok", ClientRole::Forward);
     opts.machine.fast_open = true;
     let mut client = Proxy::client(rt, opts);
-    assert_fetches(client.socks_addr(), None, &web, &body);
+    let port = client.socks_addr();
+    assert_fetches(port, None, &web, &body);
     assert_eq!(dial_counts(std::slice::from_mut(&mut server), 4), vec![4]);
+    // A plain request is answered by the origin, not by FastOpen: when the dial fails, the
+    // client still gets its 502 (a CONNECT was told 200 at once, so it gets a reset).
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = closed.local_addr().unwrap();
+    drop(closed);
+    let f = curl(&format!("http://{port}"), &format!("http://{dead}/"), false);
+    assert_eq!(
+        f.status, 502,
+        "plain request to a closed port with FastOpen"
+    );
+    assert_eq!(f.body, b"Connection failed");
 }
 
 fn forward_client_credentials(rt: Rt) {

@@ -599,16 +599,18 @@ impl Plane {
         if ch.replied || ch.side != Side::Socks {
             return;
         }
-        ch.replied = true;
         let Some(conn) = ch.conn() else {
             return;
         };
         let answer = match self.conns.get(&conn).map(|c| c.proto) {
             Some(FrontProto::Socks) => socks::encode_reply(Reply::Succeeded, bound),
             Some(FrontProto::HttpConnect) => connect_established(),
-            // The origin's response is the answer.
+            // The origin's response is the answer: the application counts as answered once
+            // its first byte is written (`replied` is set there), so a dial that fails before
+            // (FastOpen) still gets its 502.
             Some(FrontProto::HttpForward) | None => return,
         };
+        ch.replied = true;
         self.count_reply(0);
         self.write(conn, answer);
     }

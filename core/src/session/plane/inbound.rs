@@ -119,6 +119,10 @@ impl Plane {
         }
         if matches!(ch.local, Local::Conn(_)) {
             ch.stream.on_receive(d.payload.len());
+            if ch.phase == Phase::Open {
+                // The far side's bytes are an answer (an HTTP proxy's origin response).
+                ch.replied = true;
+            }
         }
         match (&ch.local, ch.phase) {
             (Local::Route(None), _) => {
@@ -241,7 +245,9 @@ impl Plane {
         if !success {
             let error = error.unwrap_or_default();
             debug!(%link, %channel, %error, "connect refused by the far side");
-            let fast = ch.fast_open;
+            // A reset tells an application that was told it is connected (FastOpen); one
+            // still waiting gets the failure reply and a clean close, which keeps the reply.
+            let told_connected = ch.fast_open && ch.replied;
             if !ch.replied {
                 if let Some(conn) = ch.conn() {
                     self.refuse(conn, Reply::HostUnreachable);
@@ -250,7 +256,7 @@ impl Plane {
                     c.replied = true;
                 }
             }
-            self.remove_channel(key, fast);
+            self.remove_channel(key, told_connected);
             return;
         }
         self.timers.cancel(Timer::Chan(key));
