@@ -176,11 +176,5 @@ fuzz_target!(|data: &[u8]| {
         if flags & 2 == 2 { 3 } else { 64 },
     );
 
-    let whole = drive(creds.clone(), &[input]);
-    let split = drive(creds.clone(), &chunks);
-    assert_eq!(whole, split);
-    if flags & 4 == 4 {
-        let singles: Vec<&[u8]> = input.chunks(1).collect();
-        assert_eq!(whole, drive(creds, &singles));
-    }
+    cuts::same_however_cut(input, &chunks, flags & 4 == 4, |c| drive(creds.clone(), c));
 });

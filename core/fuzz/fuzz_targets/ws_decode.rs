@@ -139,17 +139,7 @@ fuzz_target!(|data: &[u8]| {
     );
 
     for side in [Side::Server, Side::Client] {
-        let whole = drive(side, max, &[input]);
-        let split = drive(side, max, &chunks);
-        assert_eq!(whole, split, "{side:?}: the outcome depends on the cut");
-        if flags & 8 == 8 {
-            let singles: Vec<&[u8]> = input.chunks(1).collect();
-            assert_eq!(
-                whole,
-                drive(side, max, &singles),
-                "{side:?}: byte at a time"
-            );
-        }
+        let whole = cuts::same_however_cut(input, &chunks, flags & 8 == 8, |c| drive(side, max, c));
 
         let again = reencode(side, u64::from(seed), &whole.messages);
         let back = drive(side, max, &[&again]);

@@ -15,3 +15,20 @@ pub fn cuts(input: &[u8], seed: u32, most: usize) -> Vec<&[u8]> {
     }
     chunks
 }
+
+/// `drive` on `input` whole, cut into `chunks`, and (with `singles`) a byte at a time: the
+/// outcomes must be the same, whatever the cut. Returns the outcome of the whole input.
+pub fn same_however_cut<T: PartialEq + std::fmt::Debug>(
+    input: &[u8],
+    chunks: &[&[u8]],
+    singles: bool,
+    drive: impl Fn(&[&[u8]]) -> T,
+) -> T {
+    let whole = drive(&[input]);
+    assert_eq!(whole, drive(chunks), "the outcome depends on the cut");
+    if singles {
+        let bytes: Vec<&[u8]> = input.chunks(1).collect();
+        assert_eq!(whole, drive(&bytes), "byte at a time");
+    }
+    whole
+}
