@@ -110,23 +110,9 @@ async fn forward_echo(rt: impl Runtime + Clone, adapter: Adapter) {
     client.stop().await.unwrap();
 }
 
-/// Runs `f` on a thread of its own and fails if it has not finished within a minute (a
-/// library task stranded on an executor nobody runs shows as a hang, not an error).
+/// A hang (a library task stranded on an executor nobody runs) fails the test.
 fn within_a_minute(f: impl FnOnce() + Send + 'static) {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let t = std::thread::spawn(move || {
-        f();
-        let _ = tx.send(());
-    });
-    match rx.recv_timeout(Duration::from_secs(60)) {
-        Ok(()) => t.join().unwrap(),
-        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-            if let Err(e) = t.join() {
-                std::panic::resume_unwind(e);
-            }
-        }
-        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!("no answer within a minute"),
-    }
+    linksocks_tests::e2e::wait::finishes_within(Duration::from_secs(60), f)
 }
 
 use linksocks_runtime_async_std::AsyncStd;

@@ -33,3 +33,23 @@ pub fn port_open(addr: SocketAddr, timeout: Duration) {
         TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
     });
 }
+
+/// Runs `f` on a thread of its own and fails if it has not finished within `limit`: work
+/// stranded on an executor nobody runs, or an example that hangs, shows as a failure, not as
+/// a stalled test run. A panic in `f` is passed on.
+pub fn finishes_within(limit: Duration, f: impl FnOnce() + Send + 'static) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let t = std::thread::spawn(move || {
+        f();
+        let _ = tx.send(());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(()) => t.join().unwrap(),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            if let Err(e) = t.join() {
+                std::panic::resume_unwind(e);
+            }
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!("not finished within {limit:?}"),
+    }
+}
