@@ -66,6 +66,14 @@ def test_bad_client_arguments(kwargs, exc, text):
         Client("t", **kwargs)
 
 
+def test_buffer_larger_than_a_message_is_refused():
+    srv = Server(ws_host="127.0.0.1", ws_port=free_port(), buffer_size=1 << 20,
+                 max_message_size=64 << 10)
+    with pytest.raises(ValueError, match="buffer_size"):
+        srv.wait_ready()
+    srv.close()
+
+
 def test_durations_in_every_form():
     for value in (5, 2.5, timedelta(seconds=3), "1m30s", "300ms"):
         Server(connect_timeout=value, ws_port=free_port()).close()

@@ -113,9 +113,6 @@ pub enum ConfigError {
     /// The server URL.
     #[error(transparent)]
     Url(#[from] UrlError),
-    /// The upstream proxy URL.
-    #[error(transparent)]
-    ProxyUrl(#[from] ProxyUrlError),
     /// A token the server was to start with.
     #[error("cannot add token: {0}")]
     Token(TokenError),

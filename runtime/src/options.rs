@@ -2,7 +2,10 @@
 //! the settings that belong to sockets rather than to the protocol.
 
 use linksocks_core::access::AccessRules;
-use linksocks_core::session::{ClientConfig, ReverseTokenSpec, ServerConfig};
+use linksocks_core::session::{ClientConfig, DataConfig, ReverseTokenSpec, ServerConfig};
+use linksocks_core::wire::DATA_HEADER_LEN;
+
+use crate::ConfigError;
 
 /// An upstream proxy (`--upstream-proxy`): `socks5://[user[:pass]@]host[:port]` or
 /// `http://[user[:pass]@]host[:port]`.
@@ -116,4 +119,68 @@ pub struct ClientOptions {
     pub max_message_size: usize,
     /// How wss:// servers are checked.
     pub tls: ClientTls,
+}
+
+/// A batch of one channel's data and its header must fit in one WebSocket message: a batch
+/// size the user chose (`explicit`, `--buffer-size`) that does not is refused; the default
+/// shrinks to fit a small `max_message_size`, as the CLI's does.
+pub(crate) fn fit_batch(
+    data: &mut DataConfig,
+    max_message_size: usize,
+    explicit: bool,
+) -> Result<(), ConfigError> {
+    let room = max_message_size.saturating_sub(DATA_HEADER_LEN);
+    if room == 0 {
+        return Err(ConfigError::Invalid {
+            option: "max_message_size",
+            reason: "too small to carry any data",
+        });
+    }
+    if data.max_batch > room {
+        if explicit {
+            return Err(ConfigError::Invalid {
+                option: "buffer_size",
+                reason: "a batch and its header must fit in one message of max_message_size",
+            });
+        }
+        data.max_batch = room;
+    }
+    if data.max_batch == 0 {
+        return Err(ConfigError::Invalid {
+            option: "buffer_size",
+            reason: "must be at least 1 byte",
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_fit_in_a_message() {
+        let mut d = DataConfig::default();
+        // The default shrinks to fit a small message ...
+        fit_batch(&mut d, 16 << 10, false).unwrap();
+        assert_eq!(d.max_batch, (16 << 10) - DATA_HEADER_LEN);
+        // ... a size the user chose does not: it is refused.
+        let mut d = DataConfig {
+            max_batch: 64 << 10,
+            ..DataConfig::default()
+        };
+        assert!(matches!(
+            fit_batch(&mut d, 16 << 10, true),
+            Err(ConfigError::Invalid {
+                option: "buffer_size",
+                ..
+            })
+        ));
+        // A batch that fits is kept; a message too small for any data is refused.
+        fit_batch(&mut d, 32 << 20, true).unwrap();
+        assert_eq!(d.max_batch, 64 << 10);
+        assert!(fit_batch(&mut d, DATA_HEADER_LEN, false).is_err());
+        d.max_batch = 0;
+        assert!(fit_batch(&mut d, 32 << 20, true).is_err());
+    }
 }

@@ -231,6 +231,8 @@ impl ClientBuilder {
     /// Start the client on `rt`: its links open in the background ([`Client::ready`] waits for
     /// them). Fails at once on settings that cannot work (a bad URL, an unreadable CA file).
     pub fn start(mut self, rt: impl Runtime) -> Result<Client, Error> {
+        let max = self.opts.max_message_size;
+        crate::options::fit_batch(&mut self.opts.machine.data, max, false)?;
         if let Some(rules) = self.rules.take() {
             let rules = Arc::new(rules);
             match self.opts.machine.role {

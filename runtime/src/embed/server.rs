@@ -48,6 +48,8 @@ pub struct ServerBuilder {
     /// Reverse tokens to start with, made into token specs at start (with the final
     /// SOCKS5 host, whatever the order of the builder calls).
     reverse: Vec<ReverseToken>,
+    /// `buffer_size` was set (a size that does not fit is then an error, not shrunk).
+    explicit_batch: bool,
 }
 
 impl Default for ServerBuilder {
@@ -66,6 +68,7 @@ impl Default for ServerBuilder {
                 tls: None,
             },
             reverse: Vec::new(),
+            explicit_batch: false,
         }
     }
 }
@@ -75,6 +78,7 @@ impl From<ServerOptions> for ServerBuilder {
         ServerBuilder {
             opts,
             reverse: Vec::new(),
+            explicit_batch: false,
         }
     }
 }
@@ -203,6 +207,7 @@ impl ServerBuilder {
     /// Largest batch of one channel's data in a message (`--buffer-size`).
     pub fn buffer_size(mut self, bytes: usize) -> Self {
         self.opts.machine.data.max_batch = bytes;
+        self.explicit_batch = true;
         self
     }
 
@@ -235,6 +240,8 @@ impl ServerBuilder {
     /// listens; the server runs on `rt`'s tasks until [`Server::stop`] (or until the handle is
     /// dropped).
     pub async fn start(mut self, rt: impl Runtime) -> Result<Server, Error> {
+        let max = self.opts.max_message_size;
+        crate::options::fit_batch(&mut self.opts.machine.data, max, self.explicit_batch)?;
         let host = self.opts.socks_host.clone();
         let reverse = self.reverse.drain(..).map(|r| r.into_spec(&host));
         self.opts.tokens.extend(reverse);
